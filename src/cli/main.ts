@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+/**
+ * The `keygate` command. Each subcommand lives in its own module; this file
+ * only parses the command line and turns failures into one clear line and a
+ * non-zero exit status.
+ */
+import { parseArgs } from "node:util";
+import { loadConfigFile } from "../config/load.js";
+import { configJsonSchema } from "../config/schema.js";
+import { ConfigError, formatProblem } from "../errors.js";
+import { serve } from "./serve.js";
+
+const USAGE = `Usage:
+  keygate serve [--config <file>]       run the gateway (default config/gateway.yaml)
+  keygate config check <file>           validate a configuration, listing every problem
+  keygate config schema                 print the configuration's JSON Schema
+`;
+
+export class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve": {
+      const { values } = parseArgs({ args: rest, options: { config: { type: "string", short: "c" } } });
+      await serve(values.config ?? process.env.KEYGATE_CONFIG ?? "config/gateway.yaml");
+      return -1; // keeps running; the signal handlers decide the exit status
+    }
+    case "config":
+      return configCommand(rest);
+    case "help":
+    case "--help":
+    case "-h":
+    case undefined:
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+async function configCommand(args: string[]): Promise<number> {
+  const [sub, file] = args;
+  if (sub === "schema") {
+    process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+    return 0;
+  }
+  if (sub !== "check" || !file) throw new UsageError("expected: keygate config check <file>");
+  try {
+    await loadConfigFile(file);
+    process.stdout.write(`${file}: OK\n`);
+    return 0;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(
+      `${file}: ${error.problems.length} problem(s)\n${error.problems.map(formatProblem).join("\n")}\n`,
+    );
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`keygate: ${error.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (error instanceof ConfigError) {
+      process.stderr.write(`keygate: ${error.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`keygate: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,221 @@
+/**
+ * The configuration schema: the single source of truth for what a keygate
+ * YAML file may contain. `keygate config schema` emits the JSON Schema
+ * derived from it (shipped as config/keygate.schema.json).
+ *
+ * Every object is strict: an unknown key is a problem, not silently ignored.
+ */
+import { isIP } from "node:net";
+import { z } from "zod";
+import { ERROR_CODES } from "../errors.js";
+
+const milliseconds = (defaultMs: number, description: string) =>
+  z.number().int().positive().max(86_400_000).default(defaultMs).describe(description);
+
+const port = z.number().int().min(0).max(65_535);
+
+const tlsListener = z
+  .strictObject({
+    cert_file: z.string().min(1).describe("PEM certificate chain file."),
+    key_file: z.string().min(1).describe("PEM private key file."),
+  })
+  .describe("Serve this listener over TLS.");
+
+const listener = (defaultHost: string, defaultPort: number) =>
+  z.strictObject({
+    host: z.string().min(1).default(defaultHost),
+    port: port.default(defaultPort).describe("0 picks a free port (useful in tests)."),
+    tls: tlsListener.optional(),
+  });
+
+const cidr = z
+  .string()
+  .refine(
+    (value) => {
+      const [address, bits, ...rest] = value.split("/");
+      if (rest.length > 0 || address === undefined) return false;
+      const family = isIP(address);
+      if (family === 0) return false;
+      if (bits === undefined) return true;
+      const n = Number(bits);
+      return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
+    },
+    { message: "expected an IP address or CIDR block, e.g. 10.0.0.0/8" },
+  )
+  .describe("An IP address or CIDR block.");
+
+const httpMethod = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+const pathString = z
+  .string()
+  .regex(/^\/[^?#\s]*$/, "must start with / and contain no query, fragment or space");
+
+const routeMatch = z
+  .strictObject({
+    path_prefix: pathString
+      .optional()
+      .describe(
+        "Match this path and everything below it, on segment boundaries (/api matches /api/x, not /apix).",
+      ),
+    path: pathString
+      .optional()
+      .describe("Match this path pattern: * matches exactly one segment, a trailing /** any remainder."),
+    methods: z.array(httpMethod).min(1).optional().describe("Allowed methods; all when absent."),
+    host: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("Match the Host header (port ignored); a leading *. matches any subdomain."),
+  })
+  .refine((m) => (m.path_prefix === undefined) !== (m.path === undefined), {
+    message: "set exactly one of path_prefix or path",
+  });
+
+const upstream = z.strictObject({
+  url: z
+    .url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" })
+    .refine((u) => !new URL(u).search && !new URL(u).hash, "must not carry a query or fragment")
+    .describe("Base URL; the route's (possibly stripped) path is appended to its path."),
+  tls: z
+    .strictObject({
+      ca_file: z.string().min(1).optional().describe("PEM CA bundle that signs the upstream's certificate."),
+      verify: z
+        .boolean()
+        .default(true)
+        .describe("Verify the upstream certificate (never disable in production)."),
+      server_name: z
+        .string()
+        .min(1)
+        .optional()
+        .describe("SNI / certificate name, when it differs from the URL host."),
+    })
+    .optional(),
+  max_sockets: z
+    .number()
+    .int()
+    .positive()
+    .default(256)
+    .describe("Connections kept to this upstream at most."),
+  max_idle_sockets: z.number().int().nonnegative().default(64),
+});
+
+const route = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]*$/i, "letters, digits, _ . - only")
+    .describe("Unique; used in logs, metrics and plans."),
+  match: routeMatch,
+  upstream,
+  strip_prefix: z.boolean().default(false).describe("Remove the matched path_prefix before forwarding."),
+  preserve_host: z
+    .boolean()
+    .default(false)
+    .describe("Forward the client's Host header instead of the upstream URL's host."),
+  websocket: z.boolean().default(true).describe("Allow WebSocket upgrades on this route."),
+  timeouts: z
+    .strictObject({
+      connect_ms: milliseconds(5_000, "Time to open a connection to the upstream."),
+      response_ms: milliseconds(30_000, "Time for the upstream to start answering (504 after it)."),
+    })
+    .prefault({}),
+});
+
+const logging = z.strictObject({
+  level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  redact_headers: z
+    .array(z.string().min(1).toLowerCase())
+    .default([])
+    .describe(
+      "Extra credential headers never to log (Authorization, Cookie and Proxy-Authorization always are).",
+    ),
+  redact_query: z
+    .array(z.string().min(1))
+    .default([])
+    .describe("Query parameters whose values are never logged."),
+});
+
+const server = z.strictObject({
+  headers_timeout_ms: milliseconds(
+    10_000,
+    "Time a client has to send all request headers (slowloris guard).",
+  ),
+  request_timeout_ms: milliseconds(60_000, "Time a client has to send the whole request."),
+  keep_alive_timeout_ms: milliseconds(5_000, "Idle time before a client keep-alive connection is closed."),
+  max_header_size: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1_048_576)
+    .default(16_384)
+    .describe("Bytes of request headers at most."),
+  shutdown_grace_ms: milliseconds(10_000, "Time in-flight requests get to finish after SIGTERM."),
+});
+
+const errors = z.strictObject({
+  style: z
+    .enum(["nested", "flat", "problem"])
+    .default("nested")
+    .describe(
+      'nested: {"error":{"code","message"}}; flat: {"error":"message"}; problem: RFC 9457 application/problem+json.',
+    ),
+  codes: z
+    .partialRecord(
+      z.enum(ERROR_CODES as [string, ...string[]]),
+      z.strictObject({
+        status: z.number().int().min(400).max(599).optional(),
+        message: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("Public message; {retry_after} is replaced where it applies."),
+      }),
+    )
+    .default({})
+    .describe("Per-code overrides of status and message."),
+});
+
+export const configSchema = z
+  .strictObject({
+    listeners: z
+      .strictObject({
+        proxy: listener("0.0.0.0", 8080).prefault({}),
+        admin: listener("127.0.0.1", 9090).prefault({}),
+      })
+      .prefault({}),
+    server: server.prefault({}),
+    trusted_proxies: z
+      .array(cidr)
+      .default([])
+      .describe("Peers whose X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced."),
+    logging: logging.prefault({}),
+    errors: errors.prefault({}),
+    routes: z.array(route).min(1, "at least one route is required"),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Map<string, number>();
+    config.routes.forEach((r, index) => {
+      const first = seen.get(r.name);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["routes", index, "name"],
+          message: `duplicate route name "${r.name}" (first at routes[${first}])`,
+        });
+      } else seen.set(r.name, index);
+      if (r.strip_prefix && r.match.path_prefix === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["routes", index, "strip_prefix"],
+          message: "strip_prefix needs match.path_prefix",
+        });
+      }
+    });
+  });
+
+/** The validated configuration, deeply frozen. */
+export type Config = z.output<typeof configSchema>;
+export type RouteConfig = Config["routes"][number];
+
+export function configJsonSchema(): unknown {
+  return z.toJSONSchema(configSchema, { io: "input", unrepresentable: "any" });
+}

@@ -1,0 +1,39 @@
+/**
+ * Logger factory. Access lines are built field by field from the request
+ * context and never include raw headers; the pino `redact` list is a second
+ * guard for anything that logs a request object by mistake.
+ */
+import { type DestinationStream, type Logger, pino } from "pino";
+
+export type { Logger };
+
+/** Headers that carry credentials and are redacted whatever the configuration says. */
+export const ALWAYS_REDACTED_HEADERS = [
+  "authorization",
+  "proxy-authorization",
+  "cookie",
+  "set-cookie",
+] as const;
+
+export interface LoggerOptions {
+  level: string;
+  /** Extra credential header names (lower case). */
+  redactHeaders?: readonly string[];
+  /** Where lines go; stdout (asynchronously buffered) by default. */
+  destination?: DestinationStream;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const headers = [...ALWAYS_REDACTED_HEADERS, ...(options.redactHeaders ?? [])];
+  const paths = headers.flatMap((h) => [`req.headers["${h}"]`, `headers["${h}"]`, `res.headers["${h}"]`]);
+  return pino(
+    {
+      level: options.level,
+      base: { service: "keygate" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths, censor: "[REDACTED]" },
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    options.destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+  );
+}

@@ -1,0 +1,61 @@
+/**
+ * Gateway metrics on an injected prom-client registry (never the global
+ * default, so several gateways can live in one process, as tests do).
+ * Labels are bounded: route names and status codes from the configuration,
+ * never paths, keys or client addresses.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export interface GatewayMetrics {
+  readonly requests: Counter<"route" | "method" | "status">;
+  readonly requestDuration: Histogram<"route">;
+  readonly upstreamDuration: Histogram<"route">;
+  readonly inFlight: Gauge;
+  readonly upstreamErrors: Counter<"route" | "code">;
+  readonly configReloads: Counter<"result">;
+}
+
+export function createMetrics(
+  registry: Registry,
+  options: { processMetrics?: boolean } = {},
+): GatewayMetrics {
+  if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "keygate_" });
+  const registers = [registry];
+  return {
+    requests: new Counter({
+      name: "keygate_requests_total",
+      help: "Requests answered, by route, method and status ('none' when no route matched).",
+      labelNames: ["route", "method", "status"],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: "keygate_request_duration_seconds",
+      help: "Time from request start to the last byte of the response.",
+      labelNames: ["route"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: "keygate_upstream_duration_seconds",
+      help: "Time from forwarding to the upstream's response headers.",
+      labelNames: ["route"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    inFlight: new Gauge({ name: "keygate_requests_in_flight", help: "Requests being handled.", registers }),
+    upstreamErrors: new Counter({
+      name: "keygate_upstream_errors_total",
+      help: "Upstream failures by route and mapped error code.",
+      labelNames: ["route", "code"],
+      registers,
+    }),
+    configReloads: new Counter({
+      name: "keygate_config_reloads_total",
+      help: "Configuration reloads by result (ok, rejected).",
+      labelNames: ["result"],
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,34 @@
+import type { IncomingMessage } from "node:http";
+import type { GatewayError } from "../errors.js";
+import type { CompiledRoute } from "./route.js";
+
+/**
+ * What the pipeline knows about one request. Stages fill it in order; the
+ * observer reads it when the response closes.
+ */
+export interface RequestContext {
+  readonly req: IncomingMessage;
+  /** `performance.now()` when the request arrived. */
+  readonly startedAt: number;
+  /** True for a WebSocket upgrade. */
+  readonly upgrade: boolean;
+  requestId: string;
+  /** The client as far as trusted proxies let us see (see `sanitize.ts`). */
+  clientAddress: string;
+  /** Canonical path (see `normalize.ts`): matched, logged and forwarded. */
+  path: string;
+  /** Raw query string including `?`, or "". */
+  query: string;
+  route: CompiledRoute | undefined;
+  /** Set when the request was answered by keygate rather than the upstream. */
+  error: GatewayError | undefined;
+  upstreamStartedAt: number;
+  /** Milliseconds until the upstream's response headers; -1 when not forwarded. */
+  upstreamMs: number;
+}
+
+/**
+ * One pipeline step. Returns nothing to pass the request on, or the error
+ * that ends it. May be async; a synchronous stage costs no promise.
+ */
+export type Stage = (ctx: RequestContext) => GatewayError | undefined | Promise<GatewayError | undefined>;

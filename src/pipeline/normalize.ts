@@ -1,0 +1,98 @@
+/**
+ * One canonical form of the request path. The string this returns is the one
+ * the router matches and the one forwarded upstream, so a path cannot look
+ * like one route to keygate and like another to the upstream.
+ *
+ * - `%XX` of an unreserved character is decoded (`%41` → `A`, `%7E` → `~`);
+ *   any other escape is kept with upper-case hex.
+ * - `.` and `..` segments are removed (RFC 3986 §5.2.4; `..` stops at the root).
+ * - runs of `/` are merged; a trailing `/` is kept.
+ * - ambiguous targets are refused rather than guessed at: an encoded `/` or
+ *   `\`, any backslash, NUL or control character, a dot segment spelled with
+ *   `%2e`, malformed escapes, and targets that are not origin-form.
+ */
+
+export type NormalizedTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
+
+const HEX = "0123456789ABCDEF";
+
+/** True for bytes RFC 3986 calls unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
+function isUnreserved(code: number): boolean {
+  return (
+    (code >= 0x61 && code <= 0x7a) ||
+    (code >= 0x41 && code <= 0x5a) ||
+    (code >= 0x30 && code <= 0x39) ||
+    code === 0x2d ||
+    code === 0x2e ||
+    code === 0x5f ||
+    code === 0x7e
+  );
+}
+
+function hexValue(code: number): number {
+  if (code >= 0x30 && code <= 0x39) return code - 0x30;
+  if (code >= 0x41 && code <= 0x46) return code - 0x37;
+  if (code >= 0x61 && code <= 0x66) return code - 0x57;
+  return -1;
+}
+
+/** Splits `target` (the request line's target) into a canonical path and its raw query (with `?`, or ""). */
+export function normalizeTarget(target: string): NormalizedTarget {
+  if (target.charCodeAt(0) !== 0x2f) {
+    return { ok: false, reason: target === "*" ? "asterisk-form target" : "target is not origin-form" };
+  }
+  const queryAt = target.indexOf("?");
+  const rawPath = queryAt === -1 ? target : target.slice(0, queryAt);
+  const query = queryAt === -1 ? "" : target.slice(queryAt);
+
+  const segments: string[] = [];
+  let segment = "";
+  let encodedDot = false;
+  let endsWithSlash = false;
+
+  const closeSegment = (): string | undefined => {
+    if (segment === "." || segment === "..") {
+      if (encodedDot) return "encoded dot segment";
+      if (segment === "..") segments.pop();
+      endsWithSlash = true;
+    } else if (segment !== "") {
+      segments.push(segment);
+      endsWithSlash = false;
+    }
+    segment = "";
+    encodedDot = false;
+    return undefined;
+  };
+
+  for (let i = 1; i <= rawPath.length; i++) {
+    const code = i < rawPath.length ? rawPath.charCodeAt(i) : 0x2f;
+    if (code === 0x2f) {
+      const problem = closeSegment();
+      if (problem) return { ok: false, reason: problem };
+      if (i < rawPath.length) endsWithSlash = true;
+      continue;
+    }
+    if (code === 0x25) {
+      const hi = hexValue(rawPath.charCodeAt(i + 1));
+      const lo = hexValue(rawPath.charCodeAt(i + 2));
+      if (hi < 0 || lo < 0) return { ok: false, reason: "malformed percent-encoding" };
+      const byte = hi * 16 + lo;
+      if (byte === 0x2f || byte === 0x5c) return { ok: false, reason: "encoded slash or backslash" };
+      if (byte < 0x20 || byte === 0x7f) return { ok: false, reason: "encoded control character" };
+      if (isUnreserved(byte)) {
+        if (byte === 0x2e) encodedDot = true;
+        segment += String.fromCharCode(byte);
+      } else {
+        segment += `%${HEX[hi]}${HEX[lo]}`;
+      }
+      i += 2;
+      continue;
+    }
+    if (code <= 0x20 || code >= 0x7f || code === 0x5c || code === 0x23) {
+      return { ok: false, reason: "forbidden character in path" };
+    }
+    segment += rawPath[i];
+  }
+  const path = segments.length === 0 ? "/" : `/${segments.join("/")}${endsWithSlash ? "/" : ""}`;
+  return { ok: true, path, query };
+}

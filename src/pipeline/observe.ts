@@ -1,0 +1,71 @@
+/**
+ * The access log line and request metrics, written once when the response
+ * closes. Fields come from the context one by one, so no header or body can
+ * slip into a log line.
+ */
+import type { ServerResponse } from "node:http";
+import type { Logger } from "../observability/logger.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
+import type { RequestContext } from "./context.js";
+
+/** Status logged when the client went away before the response finished (nginx's convention). */
+export const CLIENT_CLOSED = 499;
+
+export type Observer = (ctx: RequestContext, res: ServerResponse) => void;
+
+/** Builds the observer; `redactQuery` returns the query safe to log. */
+export function createObserver(
+  logger: Logger,
+  metrics: GatewayMetrics,
+  redactQuery: (query: string) => string,
+): Observer {
+  return function observe(ctx, res) {
+    const durationMs = performance.now() - ctx.startedAt;
+    const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED;
+    const routeName = ctx.route?.name ?? "none";
+    const method = ctx.req.method ?? "";
+    metrics.requests.inc({ route: routeName, method, status });
+    metrics.requestDuration.observe({ route: routeName }, durationMs / 1000);
+    if (ctx.upstreamMs >= 0) metrics.upstreamDuration.observe({ route: routeName }, ctx.upstreamMs / 1000);
+    logger.info(
+      {
+        req_id: ctx.requestId,
+        method,
+        route: ctx.route?.name,
+        path: ctx.path,
+        query: ctx.query === "" ? undefined : redactQuery(ctx.query),
+        status,
+        duration_ms: round(durationMs),
+        upstream_ms: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
+        client: ctx.clientAddress,
+        error: ctx.error?.code,
+        error_detail: ctx.error?.detail,
+      },
+      "request",
+    );
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
+/** Returns a function that blanks the values of `names` in a raw query string. */
+export function queryRedactor(names: readonly string[]): (query: string) => string {
+  if (names.length === 0) return (query) => query;
+  const wanted = new Set(names);
+  return (query) =>
+    `?${query
+      .slice(1)
+      .split("&")
+      .map((pair) => {
+        const eq = pair.indexOf("=");
+        const name = eq === -1 ? pair : pair.slice(0, eq);
+        let decoded = name;
+        try {
+          decoded = decodeURIComponent(name.replace(/\+/g, " "));
+        } catch {}
+        return wanted.has(decoded) ? `${name}=[REDACTED]` : pair;
+      })
+      .join("&")}`;
+}

@@ -1,0 +1,136 @@
+/**
+ * First stage: make the inbound headers safe to act on and to forward.
+ * Hop-by-hop headers go (RFC 9110 §7.6.1, including every header the client
+ * names in `Connection`), X-Forwarded-* become keygate's own unless the direct
+ * peer is a trusted proxy, and the request gets an id.
+ */
+import { randomUUID } from "node:crypto";
+import { BlockList, isIP, isIPv6 } from "node:net";
+import { GatewayError } from "../errors.js";
+import type { RequestContext } from "./context.js";
+
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+];
+
+/** Headers a request may carry once only; a second copy makes it ambiguous (RFC 9110 §5.3). */
+const SINGLE_VALUED = new Set(["host", "authorization", "content-length"]);
+
+const VALID_REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+export interface SanitizeOptions {
+  /** Peers whose X-Forwarded-* are believed. */
+  trustedProxies: readonly string[];
+  /** Protocol of the listener, for X-Forwarded-Proto. */
+  protocol: "http" | "https";
+  /** Inbound headers that only keygate may set (identity headers); always removed. */
+  reservedHeaders?: readonly string[];
+}
+
+export function compileTrustedProxies(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address, bits] = entry.split("/") as [string, string | undefined];
+    const family = isIPv6(address) ? "ipv6" : "ipv4";
+    if (bits === undefined) list.addAddress(address, family);
+    else list.addSubnet(address, Number(bits), family);
+  }
+  return list;
+}
+
+/** Node reports IPv4 peers on dual-stack sockets as `::ffff:a.b.c.d`. */
+export function plainAddress(address: string | undefined): string {
+  if (!address) return "";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+function isTrusted(list: BlockList, empty: boolean, address: string): boolean {
+  if (empty) return false;
+  const family = isIP(address);
+  return family !== 0 && list.check(address, family === 6 ? "ipv6" : "ipv4");
+}
+
+export function sanitizeStage(options: SanitizeOptions) {
+  const trusted = compileTrustedProxies(options.trustedProxies);
+  const noneTrusted = options.trustedProxies.length === 0;
+  const reserved = options.reservedHeaders ?? [];
+
+  return function sanitize(ctx: RequestContext): GatewayError | undefined {
+    const { req } = ctx;
+    const headers = req.headers;
+
+    // Node keeps only the first of some duplicated headers; look at the raw list.
+    const raw = req.rawHeaders;
+    for (let i = 0, seen = 0; i < raw.length; i += 2) {
+      const name = (raw[i] as string).toLowerCase();
+      if (SINGLE_VALUED.has(name)) {
+        const bit = name === "host" ? 1 : name === "authorization" ? 2 : 4;
+        if (seen & bit)
+          return new GatewayError(bit === 2 ? "UNAUTHORIZED" : "BAD_REQUEST", {
+            detail: `duplicate ${name} header`,
+          });
+        seen |= bit;
+      }
+    }
+
+    const requestId = headers["x-request-id"];
+    ctx.requestId =
+      typeof requestId === "string" && VALID_REQUEST_ID.test(requestId) ? requestId : randomUUID();
+    headers["x-request-id"] = ctx.requestId;
+
+    const connection = headers.connection;
+    if (connection) {
+      for (const token of connection.split(",")) {
+        const name = token.trim().toLowerCase();
+        if (name !== "" && name !== "host" && name !== "x-request-id") delete headers[name];
+      }
+    }
+    const upgrade = ctx.upgrade ? headers.upgrade : undefined;
+    for (const name of HOP_BY_HOP) delete headers[name];
+    for (const name of reserved) delete headers[name];
+    // Node re-frames a streamed body itself once it sees this header; without it a
+    // chunked GET body would be sent unframed.
+    if (headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = "chunked";
+    if (upgrade !== undefined) {
+      // The upgrade handshake is the one hop-by-hop exchange a proxy must pass on.
+      headers.connection = "upgrade";
+      headers.upgrade = upgrade;
+    }
+
+    const peer = plainAddress(req.socket.remoteAddress);
+    if (isTrusted(trusted, noneTrusted, peer)) {
+      const chain = headers["x-forwarded-for"];
+      headers["x-forwarded-for"] = chain ? `${chain}, ${peer}` : peer;
+      headers["x-forwarded-proto"] ??= options.protocol;
+      headers["x-forwarded-host"] ??= headers.host ?? "";
+      ctx.clientAddress = firstUntrusted(headers["x-forwarded-for"], trusted) ?? peer;
+    } else {
+      headers["x-forwarded-for"] = peer;
+      headers["x-forwarded-proto"] = options.protocol;
+      headers["x-forwarded-host"] = headers.host ?? "";
+      delete headers.forwarded;
+      delete headers["x-real-ip"];
+      ctx.clientAddress = peer;
+    }
+    return undefined;
+  };
+}
+
+/** Walks X-Forwarded-For from the right, past trusted hops, to the client. */
+function firstUntrusted(chain: string, trusted: BlockList): string | undefined {
+  const hops = chain.split(",");
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = plainAddress((hops[i] as string).trim());
+    if (hop === "") continue;
+    if (isIP(hop) === 0) return undefined;
+    if (!isTrusted(trusted, false, hop)) return hop;
+  }
+  return undefined;
+}

@@ -1,0 +1,208 @@
+/**
+ * The forward stage: hands a request that passed the pipeline to http-proxy-3
+ * and maps upstream faults to gateway errors (refused / reset → 502, over the
+ * route's time budget → 504). Once response headers have gone out, a fault can
+ * only cut the connection: there is never a second response.
+ */
+import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { createProxyServer, type ProxyServer } from "http-proxy-3";
+import { GatewayError } from "../errors.js";
+import type { RequestContext } from "../pipeline/context.js";
+import type { CompiledRoute } from "../pipeline/route.js";
+import type { Upstream } from "./upstream.js";
+
+/** Per-route options for http-proxy-3, built once at config load. */
+export interface ForwardTarget {
+  readonly route: CompiledRoute;
+  readonly upstream: Upstream;
+  readonly responseTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly proxyOptions: Readonly<Record<string, unknown>>;
+}
+
+export function forwardTarget(route: CompiledRoute, upstream: Upstream): ForwardTarget {
+  const { timeouts, preserve_host } = route.config;
+  return {
+    route,
+    upstream,
+    responseTimeoutMs: timeouts.response_ms,
+    connectTimeoutMs: timeouts.connect_ms,
+    proxyOptions: {
+      target: upstream.target,
+      agent: upstream.agent,
+      secure: upstream.verifyTls,
+      ca: upstream.ca,
+      changeOrigin: !preserve_host,
+      xfwd: false,
+      prependPath: true,
+    },
+  };
+}
+
+class UpstreamTimeout extends Error {
+  readonly code = "UPSTREAM_TIMEOUT";
+}
+
+const HOP_BY_HOP_RESPONSE = [
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+
+/** Per-request state the proxy's event handlers need; kept on the request object. */
+interface InFlight {
+  ctx: RequestContext;
+  target: ForwardTarget;
+  timer: NodeJS.Timeout | undefined;
+  proxyReq: ClientRequest | undefined;
+  timedOut: UpstreamTimeout | undefined;
+  /** Set once the fault has been handled, so a late second error is ignored. */
+  failed: boolean;
+}
+const IN_FLIGHT: unique symbol = Symbol("keygate.inFlight");
+type TrackedRequest = IncomingMessage & { [IN_FLIGHT]?: InFlight };
+
+export interface ForwarderHooks {
+  /** Ends a request with a gateway error (headers not yet sent). */
+  fail(ctx: RequestContext, res: ServerResponse, error: GatewayError): void;
+  /** Same for an upgrade that never got its 101. */
+  failUpgrade(ctx: RequestContext, socket: Duplex, error: GatewayError): void;
+  /** Counts an upstream fault (whether or not a response could still be sent). */
+  upstreamFault(ctx: RequestContext, code: "BAD_GATEWAY" | "UPSTREAM_TIMEOUT", cause: Error): void;
+  /** Whether responses should ask the client to close its connection (draining). */
+  closing(): boolean;
+}
+
+export class Forwarder {
+  private readonly proxy: ProxyServer;
+
+  constructor(private readonly hooks: ForwarderHooks) {
+    this.proxy = createProxyServer({});
+    this.proxy.on("proxyReq", (proxyReq, req) => this.onProxyRequest(proxyReq, req as TrackedRequest));
+    this.proxy.on("proxyReqWs", (proxyReq, req) => this.onProxyRequest(proxyReq, req as TrackedRequest));
+    this.proxy.on("proxyRes", (proxyRes, req, res) =>
+      this.onProxyResponse(proxyRes, req as TrackedRequest, res),
+    );
+    // A client that went away mid-request: http-proxy-3 already tore the upstream request down.
+    this.proxy.on("econnreset", () => {});
+    this.proxy.on("error", () => {});
+  }
+
+  web(ctx: RequestContext, res: ServerResponse, target: ForwardTarget): void {
+    const req = ctx.req as TrackedRequest;
+    const state: InFlight = {
+      ctx,
+      target,
+      timer: undefined,
+      proxyReq: undefined,
+      timedOut: undefined,
+      failed: false,
+    };
+    req[IN_FLIGHT] = state;
+    req.url = target.route.upstreamPath(ctx.path) + ctx.query;
+    ctx.upstreamStartedAt = performance.now();
+    state.timer = setTimeout(() => this.onTimeout(state, res), target.responseTimeoutMs);
+    res.once("close", () => clearTimeout(state.timer));
+    this.proxy.web(req, res, target.proxyOptions, (error) => this.onWebError(state, res, error as Error));
+  }
+
+  ws(ctx: RequestContext, socket: Duplex, head: Buffer, target: ForwardTarget): void {
+    const req = ctx.req as TrackedRequest;
+    const state: InFlight = {
+      ctx,
+      target,
+      timer: undefined,
+      proxyReq: undefined,
+      timedOut: undefined,
+      failed: false,
+    };
+    req[IN_FLIGHT] = state;
+    req.url = target.route.upstreamPath(ctx.path) + ctx.query;
+    ctx.upstreamStartedAt = performance.now();
+    state.timer = setTimeout(() => {
+      state.timedOut = new UpstreamTimeout("upstream did not complete the upgrade in time");
+      state.proxyReq?.destroy(state.timedOut);
+    }, target.responseTimeoutMs);
+    socket.once("close", () => clearTimeout(state.timer));
+    this.proxy.ws(req, socket as Socket, head, target.proxyOptions, (error) => {
+      clearTimeout(state.timer);
+      const cause = state.timedOut ?? (error as Error);
+      const code = cause instanceof UpstreamTimeout ? "UPSTREAM_TIMEOUT" : "BAD_GATEWAY";
+      this.hooks.upstreamFault(ctx, code, cause);
+      if (ctx.upstreamMs < 0)
+        this.hooks.failUpgrade(ctx, socket, new GatewayError(code, { detail: cause.message }));
+    });
+  }
+
+  private onProxyRequest(proxyReq: ClientRequest, req: TrackedRequest): void {
+    const state = req[IN_FLIGHT];
+    if (!state) return;
+    state.proxyReq = proxyReq;
+    if (state.timedOut) {
+      proxyReq.destroy(state.timedOut);
+      return;
+    }
+    proxyReq.once("upgrade", () => {
+      clearTimeout(state.timer);
+      state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
+    });
+    const socket = proxyReq.socket;
+    if (socket?.connecting) {
+      const connectTimer = setTimeout(() => {
+        state.timedOut = new UpstreamTimeout("upstream connect timed out");
+        proxyReq.destroy(state.timedOut);
+      }, state.target.connectTimeoutMs);
+      socket.once("connect", () => clearTimeout(connectTimer));
+      proxyReq.once("close", () => clearTimeout(connectTimer));
+    }
+  }
+
+  private onProxyResponse(proxyRes: IncomingMessage, req: TrackedRequest, res: ServerResponse): void {
+    const state = req[IN_FLIGHT];
+    if (!state) return;
+    clearTimeout(state.timer);
+    state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
+    const headers = proxyRes.headers;
+    const connection = headers.connection;
+    if (connection) for (const token of connection.split(",")) delete headers[token.trim().toLowerCase()];
+    for (const name of HOP_BY_HOP_RESPONSE) delete headers[name];
+    headers.connection = res.shouldKeepAlive && !this.hooks.closing() ? "keep-alive" : "close";
+    headers["x-request-id"] = state.ctx.requestId;
+  }
+
+  private onTimeout(state: InFlight, res: ServerResponse): void {
+    state.timedOut = new UpstreamTimeout("upstream did not answer in time");
+    if (state.proxyReq) state.proxyReq.destroy(state.timedOut);
+    // Still queued for a pooled connection: no request to abort, answer now.
+    else this.onWebError(state, res, state.timedOut);
+  }
+
+  private onWebError(state: InFlight, res: ServerResponse, error: Error): void {
+    clearTimeout(state.timer);
+    if (state.failed) return;
+    state.failed = true;
+    const cause = state.timedOut ?? error;
+    const code = cause instanceof UpstreamTimeout ? "UPSTREAM_TIMEOUT" : "BAD_GATEWAY";
+    this.hooks.upstreamFault(state.ctx, code, cause);
+    if (res.headersSent || res.writableEnded) {
+      // Part of the upstream's answer is already out; all that is honest is to cut it short.
+      res.destroy(cause);
+      return;
+    }
+    this.hooks.fail(state.ctx, res, new GatewayError(code, { detail: describe(cause), cause }));
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+}
+
+function describe(error: Error): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code ? `${code}: ${error.message}` : error.message;
+}

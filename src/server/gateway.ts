@@ -1,0 +1,293 @@
+/**
+ * The gateway process: two listeners (proxy and admin), the request pipeline
+ * between them, and the lifecycle (start, reload, drain, stop).
+ */
+import { readFileSync } from "node:fs";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Registry } from "prom-client";
+import { createAdminHandler, type ReadinessCheck } from "../admin/server.js";
+import type { Config } from "../config/schema.js";
+import { GatewayError } from "../errors.js";
+import type { Logger } from "../observability/logger.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
+import type { RequestContext } from "../pipeline/context.js";
+import { createObserver, type Observer } from "../pipeline/observe.js";
+import { sendError, sendErrorOnSocket } from "../pipeline/respond.js";
+import { runStages } from "../pipeline/run.js";
+import { Forwarder } from "../proxy/forward.js";
+import { destroyUpstreams } from "../proxy/upstream.js";
+import { compileRuntime, type Runtime } from "./runtime.js";
+
+export interface GatewayDeps {
+  logger: Logger;
+  registry: Registry;
+  metrics: GatewayMetrics;
+  /** Extra readiness checks (the key and limit stores add theirs). */
+  readiness?: readonly ReadinessCheck[];
+}
+
+export interface ListeningAddresses {
+  proxy: AddressInfo;
+  admin: AddressInfo;
+}
+
+export class Gateway {
+  private runtime: Runtime;
+  private readonly forwarder: Forwarder;
+  private readonly observe: Observer;
+  private readonly proxyServer: Server;
+  private readonly adminServer: Server;
+  private readonly upgradedSockets = new Set<Duplex>();
+  private inFlight = 0;
+  private draining = false;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    config: Config,
+    private readonly deps: GatewayDeps,
+  ) {
+    this.runtime = compileRuntime(config);
+    this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
+    this.forwarder = new Forwarder({
+      fail: (ctx, res, error) => this.fail(ctx, res, error),
+      failUpgrade: (ctx, socket, error) => this.failUpgrade(ctx, socket, error),
+      upstreamFault: (ctx, code, cause) => {
+        deps.metrics.upstreamErrors.inc({ route: ctx.route?.name ?? "none", code });
+        deps.logger.debug({ req_id: ctx.requestId, err: cause.message }, "upstream fault");
+      },
+      closing: () => this.draining,
+    });
+    this.proxyServer = createListener(config, config.listeners.proxy.tls, (req, res) =>
+      this.handle(req, res),
+    );
+    this.proxyServer.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.handleUpgrade(req, socket, head),
+    );
+    const admin = createAdminHandler({
+      registry: deps.registry,
+      readiness: () => deps.readiness ?? [],
+      draining: () => this.draining,
+    });
+    this.adminServer = createListener(config, config.listeners.admin.tls, (req, res) => void admin(req, res));
+  }
+
+  get config(): Config {
+    return this.runtime.config;
+  }
+
+  async listen(): Promise<ListeningAddresses> {
+    const { proxy, admin } = this.runtime.config.listeners;
+    await listen(this.adminServer, admin.host, admin.port);
+    await listen(this.proxyServer, proxy.host, proxy.port);
+    const addresses = {
+      proxy: this.proxyServer.address() as AddressInfo,
+      admin: this.adminServer.address() as AddressInfo,
+    };
+    this.deps.logger.info(addresses, "keygate listening");
+    return addresses;
+  }
+
+  /**
+   * Swaps in a new configuration. Requests already in the pipeline finish on
+   * the runtime they started with; listener settings apply from the next start.
+   */
+  reload(config: Config): void {
+    const previous = this.runtime;
+    this.runtime = compileRuntime(config);
+    // Let requests still using the old pools finish before their agents go.
+    setTimeout(() => destroyUpstreams(previous.upstreams), config.server.shutdown_grace_ms).unref();
+  }
+
+  private newContext(req: IncomingMessage, upgrade: boolean): RequestContext {
+    return {
+      req,
+      startedAt: performance.now(),
+      upgrade,
+      requestId: "",
+      clientAddress: "",
+      path: "",
+      query: "",
+      route: undefined,
+      error: undefined,
+      upstreamStartedAt: 0,
+      upstreamMs: -1,
+    };
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const runtime = this.runtime;
+    const ctx = this.newContext(req, false);
+    this.inFlight++;
+    this.deps.metrics.inFlight.inc();
+    res.once("close", () => this.finish(ctx, res));
+    if (this.draining) res.shouldKeepAlive = false;
+
+    let outcome: ReturnType<typeof runStages>;
+    try {
+      outcome = runStages(runtime.stages, ctx);
+    } catch (error) {
+      outcome = internalError(error);
+    }
+    if (outcome === undefined) this.forward(runtime, ctx, res);
+    else if (outcome instanceof GatewayError) this.fail(ctx, res, outcome);
+    else
+      outcome.then(
+        (error) => (error ? this.fail(ctx, res, error) : this.forward(runtime, ctx, res)),
+        (error) => this.fail(ctx, res, internalError(error)),
+      );
+  }
+
+  private forward(runtime: Runtime, ctx: RequestContext, res: ServerResponse): void {
+    if (res.destroyed) return;
+    this.forwarder.web(ctx, res, runtime.targets.get(ctx.route!)!);
+  }
+
+  private fail(ctx: RequestContext, res: ServerResponse, error: GatewayError): void {
+    ctx.error = error;
+    if (error.code === "INTERNAL_ERROR")
+      this.deps.logger.error({ req_id: ctx.requestId, err: error.cause }, "internal error");
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    if (this.draining) res.setHeader("connection", "close");
+    sendError(res, this.runtime.render, error, ctx.requestId);
+  }
+
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const runtime = this.runtime;
+    const ctx = this.newContext(req, true);
+    socket.on("error", () => socket.destroy());
+    if (this.draining) {
+      this.failUpgrade(ctx, socket, new GatewayError("SHUTTING_DOWN"));
+      return;
+    }
+    this.upgradedSockets.add(socket);
+    socket.once("close", () => this.upgradedSockets.delete(socket));
+
+    const proceed = (error: GatewayError | undefined) => {
+      if (error) {
+        this.failUpgrade(ctx, socket, error);
+        return;
+      }
+      this.deps.logger.info(
+        { req_id: ctx.requestId, route: ctx.route?.name, path: ctx.path, client: ctx.clientAddress },
+        "websocket",
+      );
+      this.forwarder.ws(ctx, socket, head, runtime.targets.get(ctx.route!)!);
+    };
+    let outcome: ReturnType<typeof runStages>;
+    try {
+      outcome = runStages(runtime.stages, ctx);
+    } catch (error) {
+      outcome = internalError(error);
+    }
+    if (outcome instanceof Promise) outcome.then(proceed, (error) => proceed(internalError(error)));
+    else proceed(outcome);
+  }
+
+  private failUpgrade(ctx: RequestContext, socket: Duplex, error: GatewayError): void {
+    ctx.error = error;
+    this.deps.logger.info(
+      {
+        req_id: ctx.requestId,
+        path: ctx.path,
+        client: ctx.clientAddress,
+        error: error.code,
+        error_detail: error.detail,
+      },
+      "websocket refused",
+    );
+    sendErrorOnSocket(socket, this.runtime.render, error, ctx.requestId);
+  }
+
+  private finish(ctx: RequestContext, res: ServerResponse): void {
+    this.inFlight--;
+    this.deps.metrics.inFlight.dec();
+    try {
+      this.observe(ctx, res);
+    } catch (error) {
+      this.deps.logger.error({ err: error }, "observer failed");
+    }
+    if (this.inFlight === 0) this.drained?.();
+  }
+
+  /**
+   * Graceful stop: readiness turns 503, the proxy listener stops accepting,
+   * in-flight requests get `shutdown_grace_ms` to finish, then every
+   * remaining connection is closed. Resolves when both listeners are closed.
+   */
+  async shutdown(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    const grace = this.runtime.config.server.shutdown_grace_ms;
+    this.deps.logger.info({ in_flight: this.inFlight, grace_ms: grace }, "draining");
+    const proxyClosed = new Promise<void>((resolve) => this.proxyServer.close(() => resolve()));
+    this.proxyServer.closeIdleConnections();
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, grace);
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.proxyServer.closeAllConnections();
+    for (const socket of this.upgradedSockets) socket.destroy();
+    await proxyClosed;
+    this.forwarder.close();
+    destroyUpstreams(this.runtime.upstreams);
+    await new Promise<void>((resolve) => {
+      this.adminServer.close(() => resolve());
+      this.adminServer.closeAllConnections();
+    });
+    this.deps.logger.info({ in_flight: this.inFlight }, "stopped");
+  }
+}
+
+function internalError(cause: unknown): GatewayError {
+  return new GatewayError("INTERNAL_ERROR", { detail: (cause as Error)?.message ?? String(cause), cause });
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+function createListener(
+  config: Config,
+  tls: { cert_file: string; key_file: string } | undefined,
+  handler: Handler,
+): Server {
+  const { server } = config;
+  const options = {
+    maxHeaderSize: server.max_header_size,
+    headersTimeout: server.headers_timeout_ms,
+    requestTimeout: server.request_timeout_ms,
+    keepAliveTimeout: server.keep_alive_timeout_ms,
+  };
+  const listener: Server = tls
+    ? createHttpsServer(
+        { ...options, cert: readFileSync(tls.cert_file), key: readFileSync(tls.key_file) },
+        handler,
+      )
+    : createHttpServer(options, handler);
+  listener.keepAliveTimeout = server.keep_alive_timeout_ms;
+  return listener;
+}
+
+function listen(server: Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}

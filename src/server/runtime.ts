@@ -1,0 +1,52 @@
+/**
+ * Everything the data plane derives from a configuration, computed once at
+ * load (and again on reload): compiled routes, the stage list, upstream pools
+ * and error bodies. A request reads one Runtime from start to end, so a reload
+ * never changes the rules under a request in flight.
+ */
+import type { Config } from "../config/schema.js";
+import type { Stage } from "../pipeline/context.js";
+import { normalize } from "../pipeline/normalize-stage.js";
+import { queryRedactor } from "../pipeline/observe.js";
+import { compileErrorRenderer, type ErrorRenderer } from "../pipeline/respond.js";
+import { type CompiledRoute, compileRoute, routeStage } from "../pipeline/route.js";
+import { sanitizeStage } from "../pipeline/sanitize.js";
+import { type ForwardTarget, forwardTarget } from "../proxy/forward.js";
+import { createUpstream, type Upstream } from "../proxy/upstream.js";
+
+export interface Runtime {
+  readonly config: Config;
+  readonly routes: readonly CompiledRoute[];
+  /** Stages before forwarding, in order. */
+  readonly stages: readonly Stage[];
+  readonly targets: ReadonlyMap<CompiledRoute, ForwardTarget>;
+  readonly upstreams: Map<string, Upstream>;
+  readonly render: ErrorRenderer;
+  readonly redactQuery: (query: string) => string;
+}
+
+export function compileRuntime(config: Config): Runtime {
+  const routes = config.routes.map(compileRoute);
+  const upstreams = new Map<string, Upstream>();
+  const targets = new Map<CompiledRoute, ForwardTarget>();
+  for (const route of routes)
+    targets.set(route, forwardTarget(route, createUpstream(route.config.upstream, upstreams)));
+
+  const stages: Stage[] = [
+    sanitizeStage({
+      trustedProxies: config.trusted_proxies,
+      protocol: config.listeners.proxy.tls ? "https" : "http",
+    }),
+    normalize,
+    routeStage(routes),
+  ];
+  return {
+    config,
+    routes,
+    stages,
+    targets,
+    upstreams,
+    render: compileErrorRenderer(config.errors),
+    redactQuery: queryRedactor(config.logging.redact_query),
+  };
+}
