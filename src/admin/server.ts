@@ -11,21 +11,38 @@ export interface ReadinessCheck {
   check(): Promise<boolean> | boolean;
 }
 
+/** A sub-API mounted on the admin listener; resolves false when the path is not its own. */
+export type AdminApi = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  query: URLSearchParams,
+) => Promise<boolean>;
+
 export interface AdminOptions {
   registry: Registry;
+  api?: AdminApi;
   readiness: () => readonly ReadinessCheck[];
   draining: () => boolean;
 }
 
 export function createAdminHandler(options: AdminOptions) {
   return async function handleAdmin(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? "/").split("?")[0];
+    const url = req.url ?? "/";
+    const queryAt = url.indexOf("?");
+    const path = queryAt === -1 ? url : url.slice(0, queryAt);
     try {
       if (path === "/healthz") return json(res, 200, { status: "ok" });
       if (path === "/readyz") return json(res, ...(await readiness(options)));
       if (path === "/metrics") {
         res.setHeader("content-type", options.registry.contentType);
         res.end(await options.registry.metrics());
+        return;
+      }
+      if (
+        options.api &&
+        (await options.api(req, res, path, new URLSearchParams(queryAt === -1 ? "" : url.slice(queryAt))))
+      ) {
         return;
       }
       json(res, 404, { error: { code: "NOT_FOUND", message: "Unknown admin endpoint" } });

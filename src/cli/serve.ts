@@ -2,19 +2,14 @@
  * `keygate serve`: load the configuration, start the gateway, and wire the
  * process signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reloads).
  */
-import { Registry } from "prom-client";
 import { loadConfigFile } from "../config/load.js";
 import { ConfigError } from "../errors.js";
-import { createLogger, type Logger } from "../observability/logger.js";
-import { createMetrics } from "../observability/metrics.js";
-import { Gateway } from "../server/gateway.js";
+import type { Logger } from "../observability/logger.js";
+import { createGateway } from "../server/create.js";
 
 export async function serve(configFile: string): Promise<void> {
   const config = await loadConfigFile(configFile);
-  const logger = createLogger({ level: config.logging.level, redactHeaders: config.logging.redact_headers });
-  const registry = new Registry();
-  const metrics = createMetrics(registry);
-  const gateway = new Gateway(config, { logger, registry, metrics });
+  const { gateway, logger, metrics } = await createGateway(config);
   await gateway.listen();
 
   let stopping = false;

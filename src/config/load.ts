@@ -6,7 +6,7 @@
  * so one `keygate config check` run shows all that needs fixing.
  */
 import { readFile } from "node:fs/promises";
-import { isMap, isScalar, LineCounter, type Node, parseDocument, visit } from "yaml";
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, visit } from "yaml";
 import type { z } from "zod";
 import { ConfigError, type ConfigProblem } from "../errors.js";
 import { type Config, configSchema } from "./schema.js";
@@ -61,11 +61,11 @@ function interpolate(
 ): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   visit(doc, {
-    Pair(_, pair, path) {
-      const value = pair.value;
-      if (!isScalar(value) || typeof value.value !== "string" || !value.value.includes("$")) return;
+    Scalar(key, node, path) {
+      if (key === "key" || typeof node.value !== "string" || !node.value.includes("$")) return;
+      const original = node.value;
       const missing: string[] = [];
-      const replaced = value.value.replace(PLACEHOLDER, (match, name?: string, fallback?: string) => {
+      const replaced = original.replace(PLACEHOLDER, (match, name?: string, fallback?: string) => {
         if (match === "$$") return "$";
         const found = env[name as string];
         if (found !== undefined && found !== "") return found;
@@ -75,12 +75,12 @@ function interpolate(
       });
       if (missing.length > 0) {
         problems.push({
-          path: yamlPath(path, pair.key),
-          line: lineOf(value.range?.[0]),
+          path: yamlPath([...path, node]),
+          line: lineOf(node.range?.[0]),
           message: `environment variable ${missing.join(", ")} is not set and has no default (use \${NAME:-default})`,
         });
       }
-      value.value = coerceScalar(replaced, value.value);
+      node.value = coerceScalar(replaced, original);
     },
   });
   return problems;
@@ -94,12 +94,14 @@ function coerceScalar(replaced: string, original: string): unknown {
   return replaced;
 }
 
-function yamlPath(path: readonly unknown[], key: unknown): string {
+/** The dotted path of the last node in `ancestry` (document → … → node). */
+function yamlPath(ancestry: readonly unknown[]): string {
   const segments: (string | number)[] = [];
-  for (const step of [...path, { key }]) {
-    const k = (step as { key?: unknown }).key;
-    if (k === undefined) continue;
-    segments.push(isScalar(k) ? (k.value as string) : String(k));
+  for (let i = 0; i < ancestry.length - 1; i++) {
+    const step = ancestry[i];
+    const next = ancestry[i + 1];
+    if (isPair(step) && isScalar(step.key)) segments.push(String(step.key.value));
+    else if (isSeq(step)) segments.push(step.items.indexOf(next as never));
   }
   return formatPath(segments);
 }

@@ -99,6 +99,22 @@ const upstream = z.strictObject({
   max_idle_sockets: z.number().int().nonnegative().default(64),
 });
 
+const headerName = z
+  .string()
+  .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "not a valid header name")
+  .toLowerCase();
+
+const routeAuth = z.strictObject({
+  public: z.boolean().default(false).describe("No API key needed on this route."),
+  bearer: z.boolean().default(true).describe("Accept `Authorization: Bearer <key>`."),
+  header: headerName.optional().describe("Also accept the key in this header (e.g. x-api-key)."),
+  query: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Also accept the key in this query parameter (discouraged: URLs end up in logs)."),
+});
+
 const route = z.strictObject({
   name: z
     .string()
@@ -107,6 +123,7 @@ const route = z.strictObject({
   match: routeMatch,
   upstream,
   strip_prefix: z.boolean().default(false).describe("Remove the matched path_prefix before forwarding."),
+  auth: routeAuth.prefault({}),
   preserve_host: z
     .boolean()
     .default(false)
@@ -174,6 +191,89 @@ const errors = z.strictObject({
     .describe("Per-code overrides of status and message."),
 });
 
+const keyFormat = z.strictObject({
+  name: z.string().regex(/^[a-z0-9_-]+$/i),
+  prefix: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, "1-16 letters, digits, _ or -"),
+  alphabet: z.enum(["hex", "alphanumeric", "base32"]),
+  length: z.number().int().min(16).max(128),
+});
+
+const DEFAULT_FORMATS = [
+  { name: "reelplus", prefix: "rp_", alphabet: "hex" as const, length: 64 },
+  { name: "gigareels", prefix: "giga_", alphabet: "alphanumeric" as const, length: 32 },
+];
+
+const keys = z.strictObject({
+  formats: z
+    .array(keyFormat)
+    .min(1)
+    .default(DEFAULT_FORMATS)
+    .describe("Accepted key formats; several at once during a migration."),
+  generate: z.string().optional().describe("Format of new keys (name); the first format when absent."),
+  cache: z
+    .strictObject({
+      size: z.number().int().positive().default(100_000).describe("Verified keys kept per instance."),
+      ttl_ms: milliseconds(10_000, "Longest a cached key is trusted without an invalidation event."),
+      negative_ttl_ms: milliseconds(2_000, "How long an unknown key hash is remembered."),
+    })
+    .prefault({}),
+  last_used_flush_ms: milliseconds(10_000, "Interval of batched last-used writes (the staleness bound)."),
+});
+
+const store = z.strictObject({
+  type: z.enum(["embedded", "redis"]).default("embedded"),
+  embedded: z
+    .strictObject({
+      path: z.string().min(1).default(".keygate/keys.json").describe("Key file (atomic replace)."),
+    })
+    .prefault({}),
+  redis: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(/^rediss?:\/\//, "expected redis:// or rediss://")
+        .default("redis://127.0.0.1:6379"),
+      namespace: z.string().default("keygate:").describe("Prefix of every Redis key keygate writes."),
+      command_timeout_ms: milliseconds(50, "Time budget of one data-plane store call (503 after it)."),
+      admin_timeout_ms: milliseconds(2_000, "Time budget of admin API store calls."),
+      connect_timeout_ms: milliseconds(1_000, "Time to establish a connection."),
+    })
+    .prefault({}),
+});
+
+const auth = z.strictObject({
+  strip_credential: z.boolean().default(true).describe("Remove the API key before forwarding."),
+  identity_headers: z
+    .strictObject({
+      key_id: headerName.default("x-keygate-key-id"),
+      plan: headerName.default("x-keygate-plan"),
+      label: headerName.default("x-keygate-key-label").describe("Percent-encoded UTF-8."),
+    })
+    .prefault({}),
+  signature: z
+    .strictObject({
+      secret: z.string().min(32, "use at least 32 characters"),
+      header: headerName.default("x-keygate-signature"),
+    })
+    .optional()
+    .describe("HMAC-SHA256 over the identity headers, so the upstream can verify they come from keygate."),
+});
+
+const plan = z.strictObject({
+  api_access: z.boolean().default(true).describe("false: every key of this plan gets 403 PLAN_LIMIT."),
+  description: z.string().optional(),
+});
+
+const admin = z.strictObject({
+  tokens: z
+    .array(z.string())
+    .default([])
+    .transform((tokens) => tokens.filter((t) => t !== ""))
+    .pipe(z.array(z.string().min(16, "admin tokens need at least 16 characters")))
+    .describe("Bearer tokens of the admin API (empty entries are ignored; no token = admin API off)."),
+  token_file: z.string().min(1).optional().describe("File with one admin token per line."),
+});
+
 export const configSchema = z
   .strictObject({
     listeners: z
@@ -189,6 +289,14 @@ export const configSchema = z
       .describe("Peers whose X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced."),
     logging: logging.prefault({}),
     errors: errors.prefault({}),
+    store: store.prefault({}),
+    keys: keys.prefault({}),
+    auth: auth.prefault({}),
+    plans: z
+      .record(z.string().regex(/^[a-z0-9_-]+$/i), plan)
+      .default({ default: { api_access: true } })
+      .describe("Plans by name; every key belongs to one."),
+    admin: admin.prefault({}),
     routes: z.array(route).min(1, "at least one route is required"),
   })
   .superRefine((config, ctx) => {
@@ -202,11 +310,35 @@ export const configSchema = z
           message: `duplicate route name "${r.name}" (first at routes[${first}])`,
         });
       } else seen.set(r.name, index);
+      if (r.auth.public && (r.auth.header !== undefined || r.auth.query !== undefined)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["routes", index, "auth"],
+          message: "a public route takes no key sources",
+        });
+      }
       if (r.strip_prefix && r.match.path_prefix === undefined) {
         ctx.addIssue({
           code: "custom",
           path: ["routes", index, "strip_prefix"],
           message: "strip_prefix needs match.path_prefix",
+        });
+      }
+    });
+    const formatNames = config.keys.formats.map((f) => f.name);
+    if (config.keys.generate !== undefined && !formatNames.includes(config.keys.generate)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["keys", "generate"],
+        message: `unknown format "${config.keys.generate}" (formats: ${formatNames.join(", ")})`,
+      });
+    }
+    config.keys.formats.forEach((f, index) => {
+      if (config.keys.formats.some((other, j) => j < index && other.prefix === f.prefix)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["keys", "formats", index, "prefix"],
+          message: "prefix used by another format",
         });
       }
     });

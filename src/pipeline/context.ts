@@ -1,6 +1,12 @@
 import type { IncomingMessage } from "node:http";
 import type { GatewayError } from "../errors.js";
+import type { KeyRecord } from "../keys/record.js";
 import type { CompiledRoute } from "./route.js";
+
+/** Who is calling: the verified key. */
+export interface Principal {
+  readonly key: KeyRecord;
+}
 
 /**
  * What the pipeline knows about one request. Stages fill it in order; the
@@ -20,6 +26,8 @@ export interface RequestContext {
   /** Raw query string including `?`, or "". */
   query: string;
   route: CompiledRoute | undefined;
+  /** Set by `authenticate` on protected routes. */
+  principal: Principal | undefined;
   /** Set when the request was answered by keygate rather than the upstream. */
   error: GatewayError | undefined;
   upstreamStartedAt: number;

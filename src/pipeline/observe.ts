@@ -38,6 +38,7 @@ export function createObserver(
         duration_ms: round(durationMs),
         upstream_ms: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
         client: ctx.clientAddress,
+        key_id: ctx.principal?.key.id,
         error: ctx.error?.code,
         error_detail: ctx.error?.detail,
       },

@@ -13,9 +13,13 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Registry } from "prom-client";
+import { createKeysApi } from "../admin/keys-api.js";
 import { createAdminHandler, type ReadinessCheck } from "../admin/server.js";
 import type { Config } from "../config/schema.js";
 import { GatewayError } from "../errors.js";
+import { LastUsedTracker } from "../keys/last-used.js";
+import { KeyLookup } from "../keys/lookup.js";
+import { KeyService } from "../keys/service.js";
 import type { Logger } from "../observability/logger.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "../pipeline/context.js";
@@ -24,14 +28,19 @@ import { sendError, sendErrorOnSocket } from "../pipeline/respond.js";
 import { runStages } from "../pipeline/run.js";
 import { Forwarder } from "../proxy/forward.js";
 import { destroyUpstreams } from "../proxy/upstream.js";
+import type { KeyStore } from "../store/key-store.js";
 import { compileRuntime, type Runtime } from "./runtime.js";
 
 export interface GatewayDeps {
   logger: Logger;
   registry: Registry;
   metrics: GatewayMetrics;
-  /** Extra readiness checks (the key and limit stores add theirs). */
-  readiness?: readonly ReadinessCheck[];
+  /** The key store; the gateway owns it from here on and closes it on shutdown. */
+  store: KeyStore;
+  /** Admin API tokens (already read from config and token file). */
+  adminTokens: readonly string[];
+  /** Wall clock in epoch ms (injected for tests). */
+  now?: () => number;
 }
 
 export interface ListeningAddresses {
@@ -41,6 +50,10 @@ export interface ListeningAddresses {
 
 export class Gateway {
   private runtime: Runtime;
+  private keyService: KeyService;
+  private readonly lookup: KeyLookup;
+  private readonly tracker: LastUsedTracker;
+  private readonly now: () => number;
   private readonly forwarder: Forwarder;
   private readonly observe: Observer;
   private readonly proxyServer: Server;
@@ -54,7 +67,17 @@ export class Gateway {
     config: Config,
     private readonly deps: GatewayDeps,
   ) {
-    this.runtime = compileRuntime(config);
+    this.now = deps.now ?? Date.now;
+    this.lookup = new KeyLookup(deps.store, {
+      size: config.keys.cache.size,
+      ttlMs: config.keys.cache.ttl_ms,
+      negativeTtlMs: config.keys.cache.negative_ttl_ms,
+    });
+    this.tracker = new LastUsedTracker(deps.store, config.keys.last_used_flush_ms, this.now, (error) =>
+      deps.logger.warn({ err: (error as Error).message }, "last-used flush failed; will retry"),
+    );
+    this.runtime = this.compile(config);
+    this.keyService = this.createKeyService();
     this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
     this.forwarder = new Forwarder({
       fail: (ctx, res, error) => this.fail(ctx, res, error),
@@ -71,10 +94,16 @@ export class Gateway {
     this.proxyServer.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.handleUpgrade(req, socket, head),
     );
+    const readiness: ReadinessCheck[] = [{ name: "key_store", check: () => deps.store.ping() }];
     const admin = createAdminHandler({
       registry: deps.registry,
-      readiness: () => deps.readiness ?? [],
+      readiness: () => readiness,
       draining: () => this.draining,
+      api: createKeysApi({
+        service: () => this.keyService,
+        tokens: deps.adminTokens,
+        audit: (action, fields) => deps.logger.info(fields, action),
+      }),
     });
     this.adminServer = createListener(config, config.listeners.admin.tls, (req, res) => void admin(req, res));
   }
@@ -83,7 +112,28 @@ export class Gateway {
     return this.runtime.config;
   }
 
+  private compile(config: Config): Runtime {
+    return compileRuntime(config, { lookup: this.lookup, tracker: this.tracker, now: this.now });
+  }
+
+  private createKeyService(): KeyService {
+    const { config, formats } = this.runtime;
+    return new KeyService(this.deps.store, {
+      formats,
+      generateFormat: config.keys.generate ?? (formats[0] as { name: string }).name,
+      planExists: (plan) => Object.hasOwn(config.plans, plan),
+      now: this.now,
+      onPublishError: (error, event) =>
+        this.deps.logger.warn(
+          { err: (error as Error).message, key_id: event.id, event: event.type },
+          "invalidation broadcast failed; caches expire the key within their TTL",
+        ),
+    });
+  }
+
   async listen(): Promise<ListeningAddresses> {
+    await this.lookup.start();
+    this.tracker.start();
     const { proxy, admin } = this.runtime.config.listeners;
     await listen(this.adminServer, admin.host, admin.port);
     await listen(this.proxyServer, proxy.host, proxy.port);
@@ -101,7 +151,8 @@ export class Gateway {
    */
   reload(config: Config): void {
     const previous = this.runtime;
-    this.runtime = compileRuntime(config);
+    this.runtime = this.compile(config);
+    this.keyService = this.createKeyService();
     // Let requests still using the old pools finish before their agents go.
     setTimeout(() => destroyUpstreams(previous.upstreams), config.server.shutdown_grace_ms).unref();
   }
@@ -116,6 +167,7 @@ export class Gateway {
       path: "",
       query: "",
       route: undefined,
+      principal: undefined,
       error: undefined,
       upstreamStartedAt: 0,
       upstreamMs: -1,
@@ -246,6 +298,9 @@ export class Gateway {
     await proxyClosed;
     this.forwarder.close();
     destroyUpstreams(this.runtime.upstreams);
+    await this.tracker.stop();
+    await this.lookup.stop();
+    await this.deps.store.close();
     await new Promise<void>((resolve) => {
       this.adminServer.close(() => resolve());
       this.adminServer.closeAllConnections();

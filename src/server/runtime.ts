@@ -5,7 +5,13 @@
  * never changes the rules under a request in flight.
  */
 import type { Config } from "../config/schema.js";
+import { compileKeyFormat, type KeyFormat } from "../keys/format.js";
+import type { LastUsedTracker } from "../keys/last-used.js";
+import type { KeyLookup } from "../keys/lookup.js";
+import { authenticateStage } from "../pipeline/authenticate.js";
+import { authorizeStage } from "../pipeline/authorize.js";
 import type { Stage } from "../pipeline/context.js";
+import { identifyStage, identityHeaderNames } from "../pipeline/identify.js";
 import { normalize } from "../pipeline/normalize-stage.js";
 import { queryRedactor } from "../pipeline/observe.js";
 import { compileErrorRenderer, type ErrorRenderer } from "../pipeline/respond.js";
@@ -23,22 +29,46 @@ export interface Runtime {
   readonly upstreams: Map<string, Upstream>;
   readonly render: ErrorRenderer;
   readonly redactQuery: (query: string) => string;
+  readonly formats: readonly KeyFormat[];
 }
 
-export function compileRuntime(config: Config): Runtime {
+/** The long-lived services stages call into (they outlive a reload). */
+export interface RuntimeServices {
+  lookup: KeyLookup;
+  tracker: LastUsedTracker;
+  now: () => number;
+}
+
+export function compileRuntime(config: Config, services: RuntimeServices): Runtime {
   const routes = config.routes.map(compileRoute);
   const upstreams = new Map<string, Upstream>();
   const targets = new Map<CompiledRoute, ForwardTarget>();
   for (const route of routes)
     targets.set(route, forwardTarget(route, createUpstream(route.config.upstream, upstreams)));
 
+  const formats = config.keys.formats.map(compileKeyFormat);
   const stages: Stage[] = [
     sanitizeStage({
       trustedProxies: config.trusted_proxies,
       protocol: config.listeners.proxy.tls ? "https" : "http",
+      reservedHeaders: identityHeaderNames(config.auth),
     }),
     normalize,
     routeStage(routes),
+    authenticateStage({
+      formats,
+      lookup: services.lookup,
+      tracker: services.tracker,
+      stripCredential: config.auth.strip_credential,
+      now: services.now,
+    }),
+    authorizeStage(config.plans),
+    identifyStage(config.auth, services.now),
+  ];
+  // Credentials accepted in a query parameter must never reach a log line.
+  const redactedParameters = [
+    ...config.logging.redact_query,
+    ...config.routes.flatMap((r) => (r.auth.query === undefined ? [] : [r.auth.query])),
   ];
   return {
     config,
@@ -47,6 +77,7 @@ export function compileRuntime(config: Config): Runtime {
     targets,
     upstreams,
     render: compileErrorRenderer(config.errors),
-    redactQuery: queryRedactor(config.logging.redact_query),
+    redactQuery: queryRedactor(redactedParameters),
+    formats,
   };
 }

@@ -1,0 +1,125 @@
+/**
+ * Authentication: find the presented key, check its format (no store access
+ * for a malformed key), look up its SHA-256 through the cache, and refuse
+ * unknown, revoked and expired keys with one identical answer so a caller
+ * cannot tell them apart.
+ */
+import { GatewayError } from "../errors.js";
+import { hashKey, type KeyFormat } from "../keys/format.js";
+import type { LastUsedTracker } from "../keys/last-used.js";
+import type { KeyLookup } from "../keys/lookup.js";
+import { isUsable, type KeyRecord } from "../keys/record.js";
+import type { RequestContext } from "./context.js";
+
+export interface AuthenticateDeps {
+  formats: readonly KeyFormat[];
+  lookup: KeyLookup;
+  tracker: LastUsedTracker;
+  /** Remove the credential before the request is forwarded. */
+  stripCredential: boolean;
+  now: () => number;
+}
+
+const CHALLENGE = { "www-authenticate": 'Bearer realm="keygate"' };
+const INVALID_REQUEST = { "www-authenticate": 'Bearer realm="keygate", error="invalid_request"' };
+const INVALID_TOKEN = { "www-authenticate": 'Bearer realm="keygate", error="invalid_token"' };
+
+function unauthorized(detail: string, headers: Record<string, string>): GatewayError {
+  return new GatewayError("UNAUTHORIZED", { detail, headers });
+}
+
+/** The presented key, or the error that ends the request. Strips the credential when asked. */
+function extractCredential(ctx: RequestContext, strip: boolean): string | GatewayError {
+  const auth = ctx.route!.config.auth;
+  const headers = ctx.req.headers;
+  const found: string[] = [];
+
+  const authorization = auth.bearer ? headers.authorization : undefined;
+  if (authorization !== undefined) {
+    const space = authorization.indexOf(" ");
+    const scheme = space === -1 ? authorization : authorization.slice(0, space);
+    if (scheme.toLowerCase() !== "bearer")
+      return unauthorized("authorization scheme is not Bearer", INVALID_REQUEST);
+    const credential = authorization.slice(space + 1).trim();
+    if (space === -1 || credential === "") return unauthorized("empty bearer credential", INVALID_REQUEST);
+    if (/\s/.test(credential)) return unauthorized("more than one bearer credential", INVALID_REQUEST);
+    found.push(credential);
+    if (strip) delete headers.authorization;
+  }
+  if (auth.header !== undefined) {
+    const value = headers[auth.header];
+    if (typeof value === "string") {
+      found.push(value.trim());
+      if (strip) delete headers[auth.header];
+    }
+  }
+  if (auth.query !== undefined && ctx.query !== "") {
+    const { value, rest } = takeQueryParameter(ctx.query, auth.query);
+    if (value !== undefined) {
+      found.push(value);
+      if (strip) ctx.query = rest;
+    }
+  }
+  if (found.length === 0) return unauthorized("no credential", CHALLENGE);
+  if (found.length > 1) return unauthorized("credentials in more than one place", INVALID_REQUEST);
+  return found[0] as string;
+}
+
+/** Finds `name` in a raw query (`?a=1&b=2`) and returns its decoded value and the query without it. */
+export function takeQueryParameter(query: string, name: string): { value: string | undefined; rest: string } {
+  let value: string | undefined;
+  const kept: string[] = [];
+  for (const pair of query.slice(1).split("&")) {
+    const eq = pair.indexOf("=");
+    const key = eq === -1 ? pair : pair.slice(0, eq);
+    if (value === undefined && key === name) {
+      try {
+        value = decodeURIComponent((eq === -1 ? "" : pair.slice(eq + 1)).replace(/\+/g, " "));
+      } catch {
+        value = "";
+      }
+    } else if (pair !== "") kept.push(pair);
+  }
+  return { value, rest: kept.length === 0 ? "" : `?${kept.join("&")}` };
+}
+
+export function authenticateStage(deps: AuthenticateDeps) {
+  const { formats, lookup, tracker, now } = deps;
+
+  const accept = (
+    ctx: RequestContext,
+    hash: string,
+    record: KeyRecord | undefined,
+  ): GatewayError | undefined => {
+    if (record === undefined) return new GatewayError("INVALID_API_KEY", { detail: "unknown key" });
+    if (!isUsable(record, now())) {
+      return new GatewayError("INVALID_API_KEY", {
+        detail: `${record.status === "revoked" ? "revoked" : "expired"} key ${record.id}`,
+      });
+    }
+    ctx.principal = { key: record };
+    tracker.record(hash, record.id);
+    return undefined;
+  };
+
+  return function authenticate(ctx: RequestContext) {
+    if (ctx.route!.config.auth.public) return undefined;
+    const key = extractCredential(ctx, deps.stripCredential);
+    if (typeof key !== "string") return key;
+    if (!formats.some((format) => format.matches(key))) return unauthorized("malformed key", INVALID_TOKEN);
+
+    const hash = hashKey(key);
+    let found: ReturnType<KeyLookup["find"]>;
+    try {
+      found = lookup.find(hash);
+    } catch (error) {
+      return storeUnavailable(error);
+    }
+    if (found instanceof Promise) return found.then((record) => accept(ctx, hash, record), storeUnavailable);
+    return accept(ctx, hash, found);
+  };
+}
+
+function storeUnavailable(cause: unknown): GatewayError {
+  return new GatewayError("STORE_UNAVAILABLE", { detail: (cause as Error)?.message ?? String(cause), cause });
+}
