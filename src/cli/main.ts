@@ -8,12 +8,16 @@ import { parseArgs } from "node:util";
 import { loadConfigFile } from "../config/load.js";
 import { configJsonSchema } from "../config/schema.js";
 import { ConfigError, formatProblem } from "../errors.js";
+import { demo } from "./demo.js";
+import { CliError, KEYS_USAGE, keysCommand } from "./keys.js";
 import { serve } from "./serve.js";
 
 const USAGE = `Usage:
   keygate serve [--config <file>]       run the gateway (default config/gateway.yaml)
   keygate config check <file>           validate a configuration, listing every problem
   keygate config schema                 print the configuration's JSON Schema
+  keygate keys <command>                manage API keys through the admin API (keygate keys help)
+  keygate demo                          run keygate with an echo upstream and a fresh key, print a curl line
 `;
 
 export class UsageError extends Error {}
@@ -28,6 +32,15 @@ async function main(argv: string[]): Promise<number> {
     }
     case "config":
       return configCommand(rest);
+    case "keys":
+      if (rest[0] === "help" || rest[0] === "--help") {
+        process.stdout.write(KEYS_USAGE);
+        return 0;
+      }
+      return keysCommand(rest);
+    case "demo":
+      await demo();
+      return -1;
     case "help":
     case "--help":
     case "-h":
@@ -64,7 +77,10 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (error: unknown) => {
-    if (error instanceof UsageError) {
+    if (error instanceof CliError) {
+      process.stderr.write(`keygate: ${error.message}\n`);
+      process.exitCode = 1;
+    } else if (error instanceof UsageError) {
       process.stderr.write(`keygate: ${error.message}\n\n${USAGE}`);
       process.exitCode = 2;
     } else if (error instanceof ConfigError) {
