@@ -57,6 +57,7 @@ export function publicKey(record: KeyRecord): Record<string, unknown> {
     last_used_at: iso(record.lastUsedAt),
     expires_at: iso(record.expiresAt),
     metadata: record.metadata ?? {},
+    limits: record.limits ?? {},
     rotated_to: record.rotatedTo ?? null,
   };
 }
@@ -105,6 +106,7 @@ export function createKeysApi(options: KeysApiOptions) {
         plan: body.plan as string,
         expiresAt: parseTime(body.expires_at, "expires_at"),
         metadata: parseMetadata(body.metadata),
+        limits: parseLimits(body.limits),
         format: typeof body.format === "string" ? body.format : undefined,
       });
       audit("key created", { key_id: record.id, plan: record.plan });
@@ -223,6 +225,23 @@ function parseMetadata(value: unknown): Record<string, string> | undefined {
     throw new ApiError(400, "INVALID_METADATA", "metadata must be an object of strings");
   }
   return value as Record<string, string>;
+}
+
+const WINDOWS = new Set(["second", "minute", "hour", "day", "month"]);
+
+/** `{"<rule>": {"minute": 20}}`: positive integer limits per window of a plan rule. */
+function parseLimits(value: unknown): Record<string, Record<string, number>> | undefined {
+  if (value === undefined || value === null) return undefined;
+  const invalid = () =>
+    new ApiError(400, "INVALID_LIMITS", 'limits must look like {"<rule>": {"minute": 20}}');
+  if (typeof value !== "object" || Array.isArray(value)) throw invalid();
+  for (const windows of Object.values(value)) {
+    if (windows === null || typeof windows !== "object" || Array.isArray(windows)) throw invalid();
+    for (const [window, limit] of Object.entries(windows)) {
+      if (!WINDOWS.has(window) || !Number.isInteger(limit) || (limit as number) <= 0) throw invalid();
+    }
+  }
+  return value as Record<string, Record<string, number>>;
 }
 
 function toImportEntry(raw: unknown, index: number): ImportEntry {

@@ -17,6 +17,11 @@ const keyView = {
     },
     expires_at: { type: ["string", "null"], format: "date-time" },
     metadata: { type: "object", additionalProperties: { type: "string" } },
+    limits: {
+      type: "object",
+      description: "The key's own limits, by plan rule name and window; they replace the plan's.",
+      additionalProperties: { type: "object", additionalProperties: { type: "integer", minimum: 1 } },
+    },
     rotated_to: { type: ["string", "null"], description: "Id of the key that replaced this one." },
   },
 } as const;
@@ -76,6 +81,7 @@ export const OPENAPI_DOCUMENT = {
             plan: { type: "string" },
             expires_at: { type: "string", format: "date-time" },
             metadata: { type: "object", additionalProperties: { type: "string" } },
+            limits: { type: "object", description: 'Per-key limits, e.g. {"render": {"minute": 20}}.' },
             format: { type: "string", description: "Key format name; the configured default when absent." },
           },
         }),

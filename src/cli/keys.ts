@@ -209,7 +209,7 @@ class AdminClient {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       const reason = cause?.code ?? cause?.message ?? (error as Error).message;
       throw new CliError(
-        `cannot reach the admin API at ${this.baseUrl} (${cause}); is keygate running? (--admin-url)`,
+        `cannot reach the admin API at ${this.baseUrl} (${reason}); is keygate running? (--admin-url)`,
       );
     }
     const text = await response.text();

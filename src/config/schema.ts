@@ -74,7 +74,10 @@ const routeMatch = z
 const upstream = z.strictObject({
   url: z
     .url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" })
-    .refine((u) => !new URL(u).search && !new URL(u).hash, "must not carry a query or fragment")
+    .refine(
+      (u) => !URL.canParse(u) || (!new URL(u).search && !new URL(u).hash),
+      "must not carry a query or fragment",
+    )
     .describe("Base URL; the route's (possibly stripped) path is appended to its path."),
   tls: z
     .strictObject({
@@ -129,6 +132,14 @@ const route = z.strictObject({
     .default(false)
     .describe("Forward the client's Host header instead of the upstream URL's host."),
   websocket: z.boolean().default(true).describe("Allow WebSocket upgrades on this route."),
+  rate_limit: z
+    .strictObject({
+      fail: z
+        .enum(["closed", "open"])
+        .default("closed")
+        .describe("When the limit store is down: closed answers 503, open forwards without limiting."),
+    })
+    .prefault({}),
   timeouts: z
     .strictObject({
       connect_ms: milliseconds(5_000, "Time to open a connection to the upstream."),
@@ -242,6 +253,15 @@ const store = z.strictObject({
 });
 
 const auth = z.strictObject({
+  failed_attempts: z
+    .strictObject({
+      limit: z.number().int().positive().default(30),
+      window_ms: milliseconds(60_000, "Window of the failed-authentication counter."),
+    })
+    .prefault({})
+    .describe(
+      "Per client address and instance: beyond `limit` failures the address gets 429 with no store lookup.",
+    ),
   strip_credential: z.boolean().default(true).describe("Remove the API key before forwarding."),
   identity_headers: z
     .strictObject({
@@ -259,9 +279,77 @@ const auth = z.strictObject({
     .describe("HMAC-SHA256 over the identity headers, so the upstream can verify they come from keygate."),
 });
 
+const windowLimits = z
+  .strictObject({
+    second: z.number().int().positive().optional(),
+    minute: z.number().int().positive().optional(),
+    hour: z.number().int().positive().optional(),
+    day: z.number().int().positive().optional(),
+    month: z.number().int().positive().optional().describe("30 days, epoch-aligned."),
+  })
+  .refine((w) => Object.values(w).some((v) => v !== undefined), "set at least one window")
+  .describe("Requests allowed per window.");
+
+const limitRule = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]*$/i, "letters, digits, _ . - only")
+    .describe("Names the counter; a key's overrides refer to it."),
+  routes: z
+    .array(z.string().min(1))
+    .min(1)
+    .optional()
+    .describe("Route or route-group names this rule applies to; every route of the plan when absent."),
+  subject: z
+    .enum(["key", "plan", "client"])
+    .default("key")
+    .describe("Whose requests share the counter: each key, the whole plan, or each client address."),
+  windows: windowLimits,
+  algorithm: z.enum(["fixed", "sliding"]).default("fixed"),
+  shadow: z.boolean().default(false).describe("Count and report, never reject (to roll out a limit safely)."),
+});
+
 const plan = z.strictObject({
-  api_access: z.boolean().default(true).describe("false: every key of this plan gets 403 PLAN_LIMIT."),
+  extends: z
+    .string()
+    .optional()
+    .describe("Inherit from this plan; fields set here win, rules with the same name replace."),
+  api_access: z
+    .boolean()
+    .optional()
+    .describe("false: every key of this plan gets 403 PLAN_LIMIT (default true)."),
+  routes: z
+    .array(z.string().min(1))
+    .optional()
+    .describe(
+      "Routes or route groups keys of this plan may call (403 INSUFFICIENT_PERMISSIONS otherwise); all when absent.",
+    ),
+  limits: z.array(limitRule).default([]),
   description: z.string().optional(),
+});
+
+const rateLimit = z.strictObject({
+  headers: z
+    .strictObject({
+      legacy: z.boolean().default(true).describe("X-RateLimit-Limit / -Remaining / -Reset (epoch seconds)."),
+      ietf: z
+        .boolean()
+        .default(false)
+        .describe("RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10)."),
+    })
+    .prefault({}),
+  breaker: z
+    .strictObject({
+      failures: z
+        .number()
+        .int()
+        .positive()
+        .default(5)
+        .describe("Consecutive store failures that open the circuit."),
+      cooldown_ms: milliseconds(1_000, "Time the circuit stays open before a probe."),
+    })
+    .prefault({}),
+  fail_open_log_interval_ms: milliseconds(10_000, "At most one fail-open log line per route per interval."),
 });
 
 const admin = z.strictObject({
@@ -274,75 +362,151 @@ const admin = z.strictObject({
   token_file: z.string().min(1).optional().describe("File with one admin token per line."),
 });
 
-export const configSchema = z
-  .strictObject({
-    listeners: z
-      .strictObject({
-        proxy: listener("0.0.0.0", 8080).prefault({}),
-        admin: listener("127.0.0.1", 9090).prefault({}),
-      })
-      .prefault({}),
-    server: server.prefault({}),
-    trusted_proxies: z
-      .array(cidr)
-      .default([])
-      .describe("Peers whose X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced."),
-    logging: logging.prefault({}),
-    errors: errors.prefault({}),
-    store: store.prefault({}),
-    keys: keys.prefault({}),
-    auth: auth.prefault({}),
-    plans: z
-      .record(z.string().regex(/^[a-z0-9_-]+$/i), plan)
-      .default({ default: { api_access: true } })
-      .describe("Plans by name; every key belongs to one."),
-    admin: admin.prefault({}),
-    routes: z.array(route).min(1, "at least one route is required"),
-  })
-  .superRefine((config, ctx) => {
-    const seen = new Map<string, number>();
-    config.routes.forEach((r, index) => {
-      const first = seen.get(r.name);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["routes", index, "name"],
-          message: `duplicate route name "${r.name}" (first at routes[${first}])`,
-        });
-      } else seen.set(r.name, index);
-      if (r.auth.public && (r.auth.header !== undefined || r.auth.query !== undefined)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["routes", index, "auth"],
-          message: "a public route takes no key sources",
-        });
-      }
-      if (r.strip_prefix && r.match.path_prefix === undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["routes", index, "strip_prefix"],
-          message: "strip_prefix needs match.path_prefix",
-        });
-      }
-    });
-    const formatNames = config.keys.formats.map((f) => f.name);
-    if (config.keys.generate !== undefined && !formatNames.includes(config.keys.generate)) {
+const configSchemaBase = z.strictObject({
+  listeners: z
+    .strictObject({
+      proxy: listener("0.0.0.0", 8080).prefault({}),
+      admin: listener("127.0.0.1", 9090).prefault({}),
+    })
+    .prefault({}),
+  server: server.prefault({}),
+  trusted_proxies: z
+    .array(cidr)
+    .default([])
+    .describe("Peers whose X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced."),
+  logging: logging.prefault({}),
+  errors: errors.prefault({}),
+  store: store.prefault({}),
+  keys: keys.prefault({}),
+  auth: auth.prefault({}),
+  plans: z
+    .record(z.string().regex(/^[a-z0-9_-]+$/i), plan)
+    .default({ default: { limits: [] } })
+    .describe("Plans by name; every key belongs to one."),
+  admin: admin.prefault({}),
+  route_groups: z
+    .record(z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/i), z.array(z.string().min(1)).min(1))
+    .default({})
+    .describe("Named sets of routes, usable wherever plans name routes."),
+  rate_limit: rateLimit.prefault({}),
+  reload: z
+    .strictObject({
+      watch: z
+        .boolean()
+        .default(false)
+        .describe("Also reload when the file changes (SIGHUP always reloads)."),
+    })
+    .prefault({}),
+  routes: z.array(route).min(1, "at least one route is required"),
+});
+
+export const configSchema = configSchemaBase.superRefine((config, ctx) => {
+  const seen = new Map<string, number>();
+  config.routes.forEach((r, index) => {
+    const first = seen.get(r.name);
+    if (first !== undefined) {
       ctx.addIssue({
         code: "custom",
-        path: ["keys", "generate"],
-        message: `unknown format "${config.keys.generate}" (formats: ${formatNames.join(", ")})`,
+        path: ["routes", index, "name"],
+        message: `duplicate route name "${r.name}" (first at routes[${first}])`,
+      });
+    } else seen.set(r.name, index);
+    if (r.auth.public && (r.auth.header !== undefined || r.auth.query !== undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", index, "auth"],
+        message: "a public route takes no key sources",
       });
     }
-    config.keys.formats.forEach((f, index) => {
-      if (config.keys.formats.some((other, j) => j < index && other.prefix === f.prefix)) {
+    if (r.strip_prefix && r.match.path_prefix === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", index, "strip_prefix"],
+        message: "strip_prefix needs match.path_prefix",
+      });
+    }
+  });
+  checkPlanReferences(config, ctx);
+  const formatNames = config.keys.formats.map((f) => f.name);
+  if (config.keys.generate !== undefined && !formatNames.includes(config.keys.generate)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["keys", "generate"],
+      message: `unknown format "${config.keys.generate}" (formats: ${formatNames.join(", ")})`,
+    });
+  }
+  config.keys.formats.forEach((f, index) => {
+    if (config.keys.formats.some((other, j) => j < index && other.prefix === f.prefix)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["keys", "formats", index, "prefix"],
+        message: "prefix used by another format",
+      });
+    }
+  });
+});
+
+type Issues = { addIssue(issue: { code: "custom"; path: (string | number)[]; message: string }): void };
+
+function checkPlanReferences(config: z.output<typeof configSchemaBase>, ctx: Issues): void {
+  const routeNames = new Set(config.routes.map((r) => r.name));
+  for (const [group, members] of Object.entries(config.route_groups)) {
+    if (routeNames.has(group))
+      ctx.addIssue({ code: "custom", path: ["route_groups", group], message: "a route has this name" });
+    members.forEach((m, i) => {
+      if (!routeNames.has(m))
+        ctx.addIssue({ code: "custom", path: ["route_groups", group, i], message: `unknown route "${m}"` });
+    });
+  }
+  const known = (name: string) => routeNames.has(name) || Object.hasOwn(config.route_groups, name);
+  for (const [name, p] of Object.entries(config.plans)) {
+    if (p.extends !== undefined && !Object.hasOwn(config.plans, p.extends)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["plans", name, "extends"],
+        message: `unknown plan "${p.extends}"`,
+      });
+    }
+    const seen = new Set<string>([name]);
+    for (let parent = p.extends; parent !== undefined; parent = config.plans[parent]?.extends) {
+      if (seen.has(parent)) {
         ctx.addIssue({
           code: "custom",
-          path: ["keys", "formats", index, "prefix"],
-          message: "prefix used by another format",
+          path: ["plans", name, "extends"],
+          message: "plans extend each other in a cycle",
+        });
+        break;
+      }
+      seen.add(parent);
+    }
+    p.routes?.forEach((r, i) => {
+      if (!known(r))
+        ctx.addIssue({
+          code: "custom",
+          path: ["plans", name, "routes", i],
+          message: `unknown route or group "${r}"`,
+        });
+    });
+    p.limits.forEach((rule, i) => {
+      rule.routes?.forEach((r, j) => {
+        if (!known(r)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["plans", name, "limits", i, "routes", j],
+            message: `unknown route or group "${r}"`,
+          });
+        }
+      });
+      if (p.limits.findIndex((other) => other.name === rule.name) !== i) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["plans", name, "limits", i, "name"],
+          message: "duplicate rule name in this plan",
         });
       }
     });
-  });
+  }
+}
 
 /** The validated configuration, deeply frozen. */
 export type Config = z.output<typeof configSchema>;

@@ -17,6 +17,8 @@ export interface KeyRecord {
   readonly metadata: Readonly<Record<string, string>> | undefined;
   /** Id of the key that replaced this one in a rotation. */
   readonly rotatedTo: string | undefined;
+  /** The key's own limits: rule name → window → limit (overrides its plan's). */
+  readonly limits?: Readonly<Record<string, Readonly<Record<string, number>>>>;
 }
 
 export type KeyStatus = "active" | "revoked";

@@ -27,6 +27,8 @@ export interface CreateKeyInput {
   /** Epoch ms. */
   expiresAt?: number;
   metadata?: Record<string, string>;
+  /** The key's own limits: rule name → window → limit. */
+  limits?: Record<string, Record<string, number>>;
   /** Format name; the configured default when absent. */
   format?: string;
 }
@@ -93,6 +95,7 @@ export class KeyService {
         expiresAt: input.expiresAt,
         metadata: input.metadata,
         rotatedTo: undefined,
+        limits: input.limits,
       };
       // A collision of 128+ random bits will not happen, but a false return must never be ignored.
       if (await this.store.create(record)) return { key, record };
@@ -140,6 +143,7 @@ export class KeyService {
       plan: old.plan,
       expiresAt: old.expiresAt,
       metadata: old.metadata,
+      limits: old.limits as Record<string, Record<string, number>> | undefined,
       format: format?.name,
     });
     const now = this.options.now();

@@ -15,6 +15,9 @@ export interface GatewayMetrics {
   readonly inFlight: Gauge;
   readonly upstreamErrors: Counter<"route" | "code">;
   readonly configReloads: Counter<"result">;
+  readonly rateLimitDecisions: Counter<"route" | "result">;
+  readonly authentications: Counter<"result">;
+  readonly storeCircuit: Gauge;
 }
 
 export function createMetrics(
@@ -55,6 +58,23 @@ export function createMetrics(
       name: "keygate_config_reloads_total",
       help: "Configuration reloads by result (ok, rejected).",
       labelNames: ["result"],
+      registers,
+    }),
+    rateLimitDecisions: new Counter({
+      name: "keygate_ratelimit_decisions_total",
+      help: "Rate-limit outcomes: allowed, rejected, shadow_exceeded, fail_open, fail_closed.",
+      labelNames: ["route", "result"],
+      registers,
+    }),
+    authentications: new Counter({
+      name: "keygate_authentications_total",
+      help: "Authentication outcomes: ok, missing, malformed, invalid_key, plan_denied, throttled, store_error.",
+      labelNames: ["result"],
+      registers,
+    }),
+    storeCircuit: new Gauge({
+      name: "keygate_store_circuit_open",
+      help: "1 while the store circuit breaker is open or probing, 0 when closed.",
       registers,
     }),
   };

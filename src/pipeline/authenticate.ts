@@ -9,7 +9,9 @@ import { hashKey, type KeyFormat } from "../keys/format.js";
 import type { LastUsedTracker } from "../keys/last-used.js";
 import type { KeyLookup } from "../keys/lookup.js";
 import { isUsable, type KeyRecord } from "../keys/record.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
+import type { FailedAuthGuard } from "./failed-auth.js";
 
 export interface AuthenticateDeps {
   formats: readonly KeyFormat[];
@@ -18,6 +20,8 @@ export interface AuthenticateDeps {
   /** Remove the credential before the request is forwarded. */
   stripCredential: boolean;
   now: () => number;
+  guard: FailedAuthGuard;
+  metrics: GatewayMetrics;
 }
 
 const CHALLENGE = { "www-authenticate": 'Bearer realm="keygate"' };

@@ -28,6 +28,8 @@ export interface RequestContext {
   route: CompiledRoute | undefined;
   /** Set by `authenticate` on protected routes. */
   principal: Principal | undefined;
+  /** Headers keygate adds to the response (rate-limit state), whoever answers. */
+  responseHeaders: Record<string, string> | undefined;
   /** Set when the request was answered by keygate rather than the upstream. */
   error: GatewayError | undefined;
   upstreamStartedAt: number;

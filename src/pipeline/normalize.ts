@@ -9,7 +9,8 @@
  * - runs of `/` are merged; a trailing `/` is kept.
  * - ambiguous targets are refused rather than guessed at: an encoded `/` or
  *   `\`, any backslash, NUL or control character, a dot segment spelled with
- *   `%2e`, malformed escapes, and targets that are not origin-form.
+ *   `%2e` or carrying `;parameters` (`..;x`, which Tomcat and others read as
+ *   `..`), malformed escapes, and targets that are not origin-form.
  */
 
 export type NormalizedTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
@@ -56,6 +57,8 @@ export function normalizeTarget(target: string): NormalizedTarget {
       if (segment === "..") segments.pop();
       endsWithSlash = true;
     } else if (segment !== "") {
+      // Servlet containers strip `;parameters` first and read `..;x` as `..`: refuse, don't disagree.
+      if (/^\.\.?;/.test(segment)) return "dot segment with parameters";
       segments.push(segment);
       endsWithSlash = false;
     }

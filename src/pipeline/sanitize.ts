@@ -75,6 +75,7 @@ export function sanitizeStage(options: SanitizeOptions) {
         if (seen & bit)
           return new GatewayError(bit === 2 ? "UNAUTHORIZED" : "BAD_REQUEST", {
             detail: `duplicate ${name} header`,
+            headers: bit === 2 ? { "www-authenticate": 'Bearer realm="keygate"' } : undefined,
           });
         seen |= bit;
       }
@@ -85,6 +86,8 @@ export function sanitizeStage(options: SanitizeOptions) {
       typeof requestId === "string" && VALID_REQUEST_ID.test(requestId) ? requestId : randomUUID();
     headers["x-request-id"] = ctx.requestId;
 
+    // Read before the Connection tokens go: a handshake's `Connection: Upgrade` names it.
+    const upgrade = ctx.upgrade ? headers.upgrade : undefined;
     const connection = headers.connection;
     if (connection) {
       for (const token of connection.split(",")) {
@@ -92,7 +95,6 @@ export function sanitizeStage(options: SanitizeOptions) {
         if (name !== "" && name !== "host" && name !== "x-request-id") delete headers[name];
       }
     }
-    const upgrade = ctx.upgrade ? headers.upgrade : undefined;
     for (const name of HOP_BY_HOP) delete headers[name];
     for (const name of reserved) delete headers[name];
     // Node re-frames a streamed body itself once it sees this header; without it a

@@ -63,6 +63,8 @@ interface InFlight {
   timedOut: UpstreamTimeout | undefined;
   /** Set once the fault has been handled, so a late second error is ignored. */
   failed: boolean;
+  /** The client sent a chunked body (see the pass in the constructor). */
+  chunked: boolean;
 }
 const IN_FLIGHT: unique symbol = Symbol("keygate.inFlight");
 type TrackedRequest = IncomingMessage & { [IN_FLIGHT]?: InFlight };
@@ -83,6 +85,15 @@ export class Forwarder {
 
   constructor(private readonly hooks: ForwarderHooks) {
     this.proxy = createProxyServer({});
+    // http-proxy-3's deleteLength pass gives a DELETE or OPTIONS request without Content-Length a
+    // `content-length: 0` and drops its Transfer-Encoding, yet still streams the body: a chunked
+    // body would reach the upstream unframed and be read there as further requests (smuggling).
+    // Put the framing back just before the request goes out.
+    this.proxy.before("web", "stream", (req) => {
+      if (!(req as TrackedRequest)[IN_FLIGHT]?.chunked) return;
+      delete req.headers["content-length"];
+      req.headers["transfer-encoding"] = "chunked";
+    });
     this.proxy.on("proxyReq", (proxyReq, req) => this.onProxyRequest(proxyReq, req as TrackedRequest));
     this.proxy.on("proxyReqWs", (proxyReq, req) => this.onProxyRequest(proxyReq, req as TrackedRequest));
     this.proxy.on("proxyRes", (proxyRes, req, res) =>
@@ -102,13 +113,24 @@ export class Forwarder {
       proxyReq: undefined,
       timedOut: undefined,
       failed: false,
+      chunked: req.headers["transfer-encoding"] !== undefined,
     };
     req[IN_FLIGHT] = state;
     req.url = target.route.upstreamPath(ctx.path) + ctx.query;
+    // Node has already answered the client's `Expect: 100-continue`. Passed on, the header would
+    // make http-proxy-3 skip its proxyReq event, so no timeout could abort the upstream request.
+    delete req.headers.expect;
     ctx.upstreamStartedAt = performance.now();
     state.timer = setTimeout(() => this.onTimeout(state, res), target.responseTimeoutMs);
     res.once("close", () => clearTimeout(state.timer));
     this.proxy.web(req, res, target.proxyOptions, (error) => this.onWebError(state, res, error as Error));
+    // response_ms is the upstream's time to answer a complete request: while the client is still
+    // sending the body, each chunk restarts the clock, so a slow upload is not a slow upstream.
+    const restart = () => {
+      if (ctx.upstreamMs < 0 && !state.timedOut && !state.failed) state.timer?.refresh();
+    };
+    req.on("data", restart);
+    req.once("end", restart);
   }
 
   ws(ctx: RequestContext, socket: Duplex, head: Buffer, target: ForwardTarget): void {
@@ -120,6 +142,7 @@ export class Forwarder {
       proxyReq: undefined,
       timedOut: undefined,
       failed: false,
+      chunked: false,
     };
     req[IN_FLIGHT] = state;
     req.url = target.route.upstreamPath(ctx.path) + ctx.query;
@@ -151,15 +174,18 @@ export class Forwarder {
       clearTimeout(state.timer);
       state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
     });
-    const socket = proxyReq.socket;
-    if (socket?.connecting) {
+    const armConnectTimer = (socket: Socket) => {
+      if (!socket.connecting) return;
       const connectTimer = setTimeout(() => {
         state.timedOut = new UpstreamTimeout("upstream connect timed out");
         proxyReq.destroy(state.timedOut);
       }, state.target.connectTimeoutMs);
       socket.once("connect", () => clearTimeout(connectTimer));
       proxyReq.once("close", () => clearTimeout(connectTimer));
-    }
+    };
+    // proxyReq (web) comes with the socket; proxyReqWs comes before the agent has assigned one.
+    if (proxyReq.socket) armConnectTimer(proxyReq.socket as Socket);
+    else proxyReq.once("socket", armConnectTimer);
   }
 
   private onProxyResponse(proxyRes: IncomingMessage, req: TrackedRequest, res: ServerResponse): void {
@@ -167,12 +193,20 @@ export class Forwarder {
     if (!state) return;
     clearTimeout(state.timer);
     state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
+    // An upstream that dies mid-body ends proxyRes with neither 'end' nor an 'error' anyone
+    // hears; the pipe to `res` would then wait forever and the client with it. Cut it short.
+    proxyRes.once("close", () => {
+      if (!proxyRes.complete && !res.destroyed)
+        this.onWebError(state, res, new Error("upstream closed the connection mid-response"));
+    });
     const headers = proxyRes.headers;
     const connection = headers.connection;
     if (connection) for (const token of connection.split(",")) delete headers[token.trim().toLowerCase()];
     for (const name of HOP_BY_HOP_RESPONSE) delete headers[name];
     headers.connection = res.shouldKeepAlive && !this.hooks.closing() ? "keep-alive" : "close";
     headers["x-request-id"] = state.ctx.requestId;
+    const extra = state.ctx.responseHeaders;
+    if (extra) for (const name in extra) headers[name] = extra[name];
   }
 
   private onTimeout(state: InFlight, res: ServerResponse): void {

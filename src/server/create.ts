@@ -8,8 +8,7 @@ import { Registry } from "prom-client";
 import type { Config } from "../config/schema.js";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { createMetrics, type GatewayMetrics } from "../observability/metrics.js";
-import type { KeyStore } from "../store/key-store.js";
-import { openKeyStore } from "../store/open.js";
+import { openStores, type Stores } from "../store/open.js";
 import { Gateway } from "./gateway.js";
 
 export interface CreateGatewayOptions {
@@ -17,8 +16,8 @@ export interface CreateGatewayOptions {
   registry?: Registry;
   /** Collect Node process metrics (off in tests that run several gateways). */
   processMetrics?: boolean;
-  /** Use this store instead of opening the configured one. */
-  store?: KeyStore;
+  /** Use these stores instead of opening the configured ones. */
+  stores?: Stores;
   now?: () => number;
 }
 
@@ -40,8 +39,18 @@ export async function createGateway(
   const metrics = createMetrics(registry, { processMetrics: options.processMetrics ?? true });
   const adminTokens = await readAdminTokens(config.admin);
   if (adminTokens.length === 0) logger.warn("no admin token configured: the key-management API is off");
-  const store = options.store ?? (await openKeyStore(config.store));
-  const gateway = new Gateway(config, { logger, registry, metrics, store, adminTokens, now: options.now });
+  const now = options.now ?? Date.now;
+  const stores =
+    options.stores ?? (await openStores(config, now, (open) => metrics.storeCircuit.set(open ? 1 : 0)));
+  const gateway = new Gateway(config, {
+    logger,
+    registry,
+    metrics,
+    store: stores.keys,
+    limiter: stores.limits,
+    adminTokens,
+    now,
+  });
   return { gateway, logger, registry, metrics };
 }
 

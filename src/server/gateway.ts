@@ -28,6 +28,7 @@ import { sendError, sendErrorOnSocket } from "../pipeline/respond.js";
 import { runStages } from "../pipeline/run.js";
 import { Forwarder } from "../proxy/forward.js";
 import { destroyUpstreams } from "../proxy/upstream.js";
+import type { LimitStore } from "../ratelimit/limit-store.js";
 import type { KeyStore } from "../store/key-store.js";
 import { compileRuntime, type Runtime } from "./runtime.js";
 
@@ -37,6 +38,8 @@ export interface GatewayDeps {
   metrics: GatewayMetrics;
   /** The key store; the gateway owns it from here on and closes it on shutdown. */
   store: KeyStore;
+  /** The rate-limit counters (Redis or in process, matching the key store). */
+  limiter: LimitStore;
   /** Admin API tokens (already read from config and token file). */
   adminTokens: readonly string[];
   /** Wall clock in epoch ms (injected for tests). */
@@ -113,7 +116,14 @@ export class Gateway {
   }
 
   private compile(config: Config): Runtime {
-    return compileRuntime(config, { lookup: this.lookup, tracker: this.tracker, now: this.now });
+    return compileRuntime(config, {
+      lookup: this.lookup,
+      tracker: this.tracker,
+      limiter: this.deps.limiter,
+      metrics: this.deps.metrics,
+      logger: this.deps.logger,
+      now: this.now,
+    });
   }
 
   private createKeyService(): KeyService {
@@ -168,6 +178,7 @@ export class Gateway {
       query: "",
       route: undefined,
       principal: undefined,
+      responseHeaders: undefined,
       error: undefined,
       upstreamStartedAt: 0,
       upstreamMs: -1,
@@ -211,7 +222,7 @@ export class Gateway {
       return;
     }
     if (this.draining) res.setHeader("connection", "close");
-    sendError(res, this.runtime.render, error, ctx.requestId);
+    sendError(res, this.runtime.render, error, ctx.requestId, ctx.responseHeaders);
   }
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -8,17 +8,23 @@ import type { Config } from "../config/schema.js";
 import { compileKeyFormat, type KeyFormat } from "../keys/format.js";
 import type { LastUsedTracker } from "../keys/last-used.js";
 import type { KeyLookup } from "../keys/lookup.js";
+import type { Logger } from "../observability/logger.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
 import { authenticateStage } from "../pipeline/authenticate.js";
 import { authorizeStage } from "../pipeline/authorize.js";
 import type { Stage } from "../pipeline/context.js";
+import { FailedAuthGuard } from "../pipeline/failed-auth.js";
 import { identifyStage, identityHeaderNames } from "../pipeline/identify.js";
 import { normalize } from "../pipeline/normalize-stage.js";
 import { queryRedactor } from "../pipeline/observe.js";
+import { rateLimitStage } from "../pipeline/ratelimit.js";
 import { compileErrorRenderer, type ErrorRenderer } from "../pipeline/respond.js";
 import { type CompiledRoute, compileRoute, routeStage } from "../pipeline/route.js";
 import { sanitizeStage } from "../pipeline/sanitize.js";
 import { type ForwardTarget, forwardTarget } from "../proxy/forward.js";
 import { createUpstream, type Upstream } from "../proxy/upstream.js";
+import type { LimitStore } from "../ratelimit/limit-store.js";
+import { compilePlans, type PlanPolicy } from "../ratelimit/policy.js";
 
 export interface Runtime {
   readonly config: Config;
@@ -30,12 +36,17 @@ export interface Runtime {
   readonly render: ErrorRenderer;
   readonly redactQuery: (query: string) => string;
   readonly formats: readonly KeyFormat[];
+  readonly policies: ReadonlyMap<string, PlanPolicy>;
 }
 
 /** The long-lived services stages call into (they outlive a reload). */
 export interface RuntimeServices {
   lookup: KeyLookup;
   tracker: LastUsedTracker;
+  limiter: LimitStore;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  /** Wall clock, epoch ms. */
   now: () => number;
 }
 
@@ -47,6 +58,8 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
     targets.set(route, forwardTarget(route, createUpstream(route.config.upstream, upstreams)));
 
   const formats = config.keys.formats.map(compileKeyFormat);
+  const policies = compilePlans(config);
+  const { failed_attempts } = config.auth;
   const stages: Stage[] = [
     sanitizeStage({
       trustedProxies: config.trusted_proxies,
@@ -61,8 +74,19 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
       tracker: services.tracker,
       stripCredential: config.auth.strip_credential,
       now: services.now,
+      guard: new FailedAuthGuard(failed_attempts.limit, failed_attempts.window_ms, services.now),
+      metrics: services.metrics,
     }),
-    authorizeStage(config.plans),
+    authorizeStage(policies, services.metrics),
+    rateLimitStage({
+      limiter: services.limiter,
+      policies,
+      options: config.rate_limit,
+      namespace: config.store.type === "redis" ? config.store.redis.namespace : "",
+      metrics: services.metrics,
+      logger: services.logger,
+      monotonic: () => performance.now(),
+    }),
     identifyStage(config.auth, services.now),
   ];
   // Credentials accepted in a query parameter must never reach a log line.
@@ -79,5 +103,6 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
     render: compileErrorRenderer(config.errors),
     redactQuery: queryRedactor(redactedParameters),
     formats,
+    policies,
   };
 }

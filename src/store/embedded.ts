@@ -112,7 +112,14 @@ export class EmbeddedKeyStore implements KeyStore {
   async update(id: string, patch: KeyPatch): Promise<KeyRecord | undefined> {
     const current = this.byId.get(id);
     if (!current) return undefined;
-    const next: KeyRecord = { ...current, ...patch };
+    // status, label and plan cannot be removed: undefined there means "unchanged" (as in the Redis store).
+    const next: KeyRecord = {
+      ...current,
+      ...patch,
+      status: patch.status ?? current.status,
+      label: patch.label ?? current.label,
+      plan: patch.plan ?? current.plan,
+    };
     this.index(next);
     await this.persist();
     return next;

@@ -3,7 +3,8 @@
  * configured namespace, e.g. `keygate:`):
  *
  *   <ns>key:<sha256>   HASH   id, prefix, label, plan, status, created_at,
- *                             last_used_at, expires_at, metadata (JSON), rotated_to
+ *                             last_used_at, expires_at, metadata (JSON), rotated_to,
+ *                             limits (JSON: the key's own rate limits)
  *   <ns>ids            HASH   id → sha256, for admin operations by id
  *   <ns>created        ZSET   "<created_at, 15 digits>:<id>" (score 0), paged with ZRANGEBYLEX
  *   <ns>usage:<id>     HASH   UTC day → successful requests (kept 400 days)
@@ -17,15 +18,20 @@
 import { Redis, type RedisOptions } from "ioredis";
 import type { KeyEvent, KeyFilter, KeyPage, KeyPatch, KeyRecord, Touch, UsageDay } from "../keys/record.js";
 import { matchesFilter, utcDay } from "../keys/record.js";
+import type { CircuitBreaker } from "./breaker.js";
 import { cursorOf, lastDays } from "./embedded.js";
 import { type KeyStore, StoreUnavailableError } from "./key-store.js";
 
 export interface RedisStoreOptions {
   url: string;
   namespace: string;
-  /** Budget of one data-plane command (key lookup), ms. */
+  /** Budget of one data-plane command (key lookup, rate limit), ms. */
   commandTimeoutMs: number;
+  /** Budget of one admin command (listing, import), ms; 2000 when absent. */
+  adminTimeoutMs?: number;
   connectTimeoutMs: number;
+  /** Guards request-path calls; shared with the limiter. None: calls always go to Redis. */
+  breaker?: CircuitBreaker;
 }
 
 const USAGE_TTL_SECONDS = 400 * 86_400;
@@ -37,16 +43,15 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 return 1`;
 
-// KEYS: ids; ARGV: ns, id, then field/value pairs to set, then "--", then fields to delete.
+// KEYS: ids; ARGV: ns, id, n, then n arguments (field/value pairs) to set, then fields to delete.
+// A count, not a separator: a value such as a label may be any string, "--" included.
 const UPDATE = `
 local hash = redis.call('HGET', KEYS[1], ARGV[2])
 if not hash then return nil end
 local key = ARGV[1] .. 'key:' .. hash
-local i = 3
-local set = {}
-while ARGV[i] ~= '--' do set[#set + 1] = ARGV[i]; i = i + 1 end
-if #set > 0 then redis.call('HSET', key, unpack(set)) end
-for j = i + 1, #ARGV do redis.call('HDEL', key, ARGV[j]) end
+local n = tonumber(ARGV[3])
+if n > 0 then redis.call('HSET', key, unpack(ARGV, 4, 3 + n)) end
+for j = 4 + n, #ARGV do redis.call('HDEL', key, ARGV[j]) end
 local fields = redis.call('HGETALL', key)
 fields[#fields + 1] = 'hash'
 fields[#fields + 1] = hash
@@ -98,29 +103,40 @@ export function redisOptions(
 
 export class RedisKeyStore implements KeyStore {
   readonly kind = "redis" as const;
+  /** Admin operations: a longer time budget, never behind the breaker. */
   private readonly client: ScriptClient;
-  private subscriber: Redis | undefined;
+  /** Request-path operations (lookup, last-used, rate limit): the short budget and the breaker. */
+  private readonly fast: ScriptClient;
+  private readonly subscribers = new Set<Redis>();
   private readonly ns: string;
+  /**
+   * Pending until the first connection attempt ends (ready, or failed). Calls made meanwhile wait
+   * for it (at most connectTimeoutMs) instead of failing: without an offline queue, a store used
+   * right after it was opened would otherwise refuse everything until the socket is up.
+   */
+  private firstConnection: Promise<void> | undefined;
 
   constructor(private readonly options: RedisStoreOptions) {
     this.ns = options.namespace;
-    const client = new Redis(options.url, redisOptions(options));
-    // Errors surface through the failing calls; the connection retries on its own.
-    client.on("error", () => {});
-    client.defineCommand("keygateCreate", { numberOfKeys: 3, lua: CREATE });
-    client.defineCommand("keygateUpdate", { numberOfKeys: 1, lua: UPDATE });
-    client.defineCommand("keygateDelete", { numberOfKeys: 2, lua: DELETE });
-    client.defineCommand("keygateTouch", { numberOfKeys: 2, lua: TOUCH });
-    this.client = client as ScriptClient;
+    this.fast = connect(options.url, redisOptions(options));
+    this.client = connect(
+      options.url,
+      redisOptions({ ...options, commandTimeoutMs: options.adminTimeoutMs ?? 2_000 }),
+    );
+    const clients = [this.fast, this.client];
+    this.firstConnection = Promise.all(clients.map(firstAttempt)).then(() => {
+      this.firstConnection = undefined;
+    });
   }
 
-  /** The underlying connection, for stores that share it (the rate limiter). */
+  /** The request-path connection, shared with the rate limiter. */
   get connection(): Redis {
-    return this.client;
+    return this.fast;
   }
 
   async getByHash(hash: string): Promise<KeyRecord | undefined> {
-    const fields = await this.call(() => this.client.hgetall(`${this.ns}key:${hash}`));
+    const lookup = () => this.call(() => this.fast.hgetall(`${this.ns}key:${hash}`));
+    const fields = await (this.options.breaker ? this.options.breaker.run(lookup) : lookup());
     return fromHash(hash, fields);
   }
 
@@ -152,7 +168,7 @@ export class RedisKeyStore implements KeyStore {
       else set.push(field, value);
     }
     const reply = await this.call(() =>
-      this.client.keygateUpdate(`${this.ns}ids`, this.ns, id, ...set, "--", ...unset),
+      this.client.keygateUpdate(`${this.ns}ids`, this.ns, id, set.length, ...set, ...unset),
     );
     if (!reply) return undefined;
     const fields = pairs(reply);
@@ -197,13 +213,13 @@ export class RedisKeyStore implements KeyStore {
     const hashes = await this.call(() => this.client.hmget(`${this.ns}ids`, ...ids));
     const pipeline = this.client.pipeline();
     for (const hash of hashes) pipeline.hgetall(`${this.ns}key:${hash ?? "missing"}`);
-    const replies = (await this.call(() => pipeline.exec())) ?? [];
+    const replies = failOnError((await this.call(() => pipeline.exec())) ?? []);
     return replies.map(([, fields], i) => fromHash(hashes[i] ?? "", fields as Record<string, string>));
   }
 
   async touch(batch: readonly Touch[]): Promise<void> {
     if (batch.length === 0) return;
-    const pipeline = this.client.pipeline() as unknown as ScriptClient;
+    const pipeline = this.fast.pipeline() as unknown as ScriptClient;
     for (const t of batch) {
       pipeline.keygateTouch(
         `${this.ns}key:${t.hash}`,
@@ -214,7 +230,8 @@ export class RedisKeyStore implements KeyStore {
         USAGE_TTL_SECONDS,
       );
     }
-    await this.call(() => (pipeline as unknown as ReturnType<Redis["pipeline"]>).exec());
+    // A pipeline resolves even when its commands fail (e.g. Redis down): each reply carries its error.
+    failOnError((await this.call(() => (pipeline as unknown as ReturnType<Redis["pipeline"]>).exec())) ?? []);
   }
 
   async usage(id: string, days: number, now: number): Promise<UsageDay[]> {
@@ -237,7 +254,8 @@ export class RedisKeyStore implements KeyStore {
       enableOfflineQueue: true,
       maxRetriesPerRequest: null,
     });
-    this.subscriber = subscriber;
+    this.subscribers.add(subscriber);
+    let active = true;
     subscriber.on("error", () => {});
     let connectedBefore = false;
     subscriber.on("ready", () => {
@@ -246,40 +264,110 @@ export class RedisKeyStore implements KeyStore {
       connectedBefore = true;
     });
     subscriber.on("message", (from: string, message: string) => {
-      if (from !== channel) return;
+      // disconnect() only half-closes the socket: messages already on their way still arrive.
+      if (!active || from !== channel) return;
       try {
         listener(JSON.parse(message) as KeyEvent);
       } catch {
         onGap();
       }
     });
-    await subscriber.subscribe(channel).catch(() => {});
+    // While Redis is down the SUBSCRIBE waits in the offline queue: wait for it at most
+    // connectTimeoutMs, then return anyway. When it takes effect later, events published meanwhile
+    // were missed, so the caller is told through onGap.
+    let late = false;
+    let timer: NodeJS.Timeout | undefined;
+    const confirmed = await Promise.race([
+      subscriber.subscribe(channel).then(
+        () => {
+          if (late && active) onGap();
+          return true;
+        },
+        () => false,
+      ),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), this.options.connectTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!confirmed) late = true;
     return async () => {
+      active = false;
+      this.subscribers.delete(subscriber);
       subscriber.disconnect();
     };
   }
 
   async ping(): Promise<boolean> {
     try {
-      return (await this.client.ping()) === "PONG";
+      await this.untilFirstConnection();
+      return (await this.fast.ping()) === "PONG";
     } catch {
       return false;
     }
   }
 
   async close(): Promise<void> {
-    this.subscriber?.disconnect();
-    await this.client.quit().catch(() => this.client.disconnect());
+    for (const subscriber of this.subscribers) {
+      subscriber.removeAllListeners("message");
+      subscriber.disconnect();
+    }
+    this.subscribers.clear();
+    await Promise.all([this.client, this.fast].map((c) => c.quit().catch(() => c.disconnect())));
   }
 
   /** Runs one call, turning every Redis failure into StoreUnavailableError. */
   private async call<T>(operation: () => Promise<T>): Promise<T> {
     try {
+      await this.untilFirstConnection();
       return await operation();
     } catch (error) {
       throw new StoreUnavailableError(`redis: ${(error as Error).message}`, { cause: error });
     }
   }
+
+  /** Waits (at most connectTimeoutMs) while the very first connection attempt is under way. */
+  private async untilFirstConnection(): Promise<void> {
+    const first = this.firstConnection;
+    if (!first) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      first,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.options.connectTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves when a client's first connection attempt ends, successfully or not. */
+function firstAttempt(client: Redis): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const settle = () => {
+      for (const event of ["ready", "close", "end"]) client.off(event, settle);
+      resolve();
+    };
+    for (const event of ["ready", "close", "end"]) client.once(event, settle);
+  });
+}
+
+function connect(url: string, options: RedisOptions): ScriptClient {
+  const client = new Redis(url, options);
+  // Errors surface through the failing calls; the connection retries on its own.
+  client.on("error", () => {});
+  client.defineCommand("keygateCreate", { numberOfKeys: 3, lua: CREATE });
+  client.defineCommand("keygateUpdate", { numberOfKeys: 1, lua: UPDATE });
+  client.defineCommand("keygateDelete", { numberOfKeys: 2, lua: DELETE });
+  client.defineCommand("keygateTouch", { numberOfKeys: 2, lua: TOUCH });
+  return client as ScriptClient;
+}
+
+/** The replies of a pipeline, or StoreUnavailableError for the first command that failed. */
+function failOnError<T>(replies: [Error | null, T][]): [Error | null, T][] {
+  const failed = replies.find(([error]) => error);
+  if (failed?.[0]) throw new StoreUnavailableError(`redis: ${failed[0].message}`, { cause: failed[0] });
+  return replies;
 }
 
 function toFields(record: KeyRecord): string[] {
@@ -310,6 +398,7 @@ function patchFields(patch: KeyPatch): Record<string, string | undefined> {
   if ("metadata" in patch)
     out.metadata = patch.metadata === undefined ? undefined : JSON.stringify(patch.metadata);
   if ("rotatedTo" in patch) out.rotated_to = patch.rotatedTo;
+  if ("limits" in patch) out.limits = patch.limits === undefined ? undefined : JSON.stringify(patch.limits);
   return out;
 }
 
@@ -329,6 +418,7 @@ function fromHash(hash: string, fields: Record<string, string> | undefined): Key
     metadata:
       fields.metadata === undefined ? undefined : (JSON.parse(fields.metadata) as Record<string, string>),
     rotatedTo: fields.rotated_to,
+    limits: fields.limits === undefined ? undefined : (JSON.parse(fields.limits) as KeyRecord["limits"]),
   };
 }
 

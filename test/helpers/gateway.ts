@@ -47,7 +47,11 @@ export async function startGateway(
     redactHeaders: config.logging.redact_headers,
     destination,
   });
-  const { gateway, registry } = await createGateway(config, { logger, processMetrics: false, now: options.now });
+  const { gateway, registry } = await createGateway(config, {
+    logger,
+    processMetrics: false,
+    now: options.now,
+  });
   const addresses = await gateway.listen();
   let stopped = false;
   return {

@@ -1,0 +1,97 @@
+/**
+ * The admin listener next to the proxy: liveness, readiness (503 once a
+ * shutdown has begun), and Prometheus metrics labelled by route.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import { get } from "../helpers/process.js";
+import { send, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+
+let gateway: TestGateway | undefined;
+let upstream: TestUpstream | undefined;
+
+afterEach(async () => {
+  await gateway?.stop();
+  await upstream?.close();
+  gateway = undefined;
+  upstream = undefined;
+});
+
+async function start(): Promise<TestGateway> {
+  upstream ??= await startUpstream();
+  gateway = await startGateway(`
+routes:
+  - name: api
+    match: { path_prefix: /api }
+    upstream: { url: "${upstream.url}" }
+    auth: { public: true }
+  - name: other
+    match: { path_prefix: /other }
+    upstream: { url: "${upstream.url}" }
+    auth: { public: true }
+`);
+  return gateway;
+}
+
+describe("admin listener", () => {
+  it("answers /healthz and /readyz with 200", async () => {
+    const { addresses } = await start();
+    expect(await get(addresses.admin.port, "/healthz")).toEqual({ status: 200, body: '{"status":"ok"}' });
+    expect(await get(addresses.admin.port, "/readyz")).toEqual({ status: 200, body: '{"status":"ready"}' });
+    expect((await get(addresses.admin.port, "/nope")).status).toBe(404);
+  });
+
+  it("is a separate listener: the proxy port does not serve admin paths", async () => {
+    const { addresses } = await start();
+    expect(addresses.admin.port).not.toBe(addresses.proxy.port);
+    const res = await send(addresses.proxy.port, { path: "/metrics" });
+    expect(res.status).toBe(404);
+    expect(res.body.toString()).toContain("NOT_FOUND");
+  });
+
+  it("exposes keygate_requests_total by route, method and status", async () => {
+    const { addresses } = await start();
+    for (let i = 0; i < 3; i++)
+      expect((await send(addresses.proxy.port, { path: "/api/x" })).status).toBe(200);
+    expect((await send(addresses.proxy.port, { path: "/other/y", method: "POST" })).status).toBe(200);
+    expect((await send(addresses.proxy.port, { path: "/missing" })).status).toBe(404);
+
+    await expect
+      .poll(async () => (await get(addresses.admin.port, "/metrics")).body)
+      .toContain('keygate_requests_total{route="none",method="GET",status="404"} 1');
+    const metrics = await get(addresses.admin.port, "/metrics");
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toContain("# TYPE keygate_requests_total counter");
+    expect(metrics.body).toContain('keygate_requests_total{route="api",method="GET",status="200"} 3');
+    expect(metrics.body).toContain('keygate_requests_total{route="other",method="POST",status="200"} 1');
+    expect(metrics.body).toMatch(/keygate_request_duration_seconds_count\{route="api"\} 3/);
+    expect(metrics.body).toMatch(/keygate_upstream_duration_seconds_count\{route="api"\} 3/);
+  });
+
+  it("turns /readyz to 503 once shutdown starts, while an in-flight request finishes", async () => {
+    upstream = await startUpstream();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    upstream.setHandler((_req, res) => void released.then(() => res.end("finished")));
+    const gw = await start();
+    const admin = gw.addresses.admin.port;
+    expect((await get(admin, "/readyz")).status).toBe(200);
+
+    const arrived = upstream.nextRequest();
+    const inFlight = send(gw.addresses.proxy.port, { path: "/api/held" });
+    await arrived;
+    const stopped = gw.stop();
+
+    expect(await get(admin, "/readyz")).toEqual({ status: 503, body: '{"status":"draining"}' });
+    expect((await get(admin, "/healthz")).status).toBe(200);
+
+    release();
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe("finished");
+    await stopped;
+    await expect(get(admin, "/readyz")).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
