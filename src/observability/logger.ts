@@ -34,6 +34,6 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths, censor: "[REDACTED]" },
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+    options.destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }

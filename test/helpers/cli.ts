@@ -82,7 +82,9 @@ let exitHook = false;
 
 /**
  * Starts `keygate serve --config <file>` and resolves once its
- * "keygate listening" log line has told which ports it bound.
+ * "keygate listening" log line has told which ports it bound (so port 0 works).
+ * That line must reach stdout at once: `serve` flushes the buffered log
+ * destination right after listening (src/cli/serve.ts).
  */
 export async function startServe(configFile: string, timeoutMs = 15_000): Promise<ServeProcess> {
   const child = spawn(process.execPath, [CLI_PATH, "serve", "--config", configFile], {

@@ -2,11 +2,9 @@
  * The built CLI (`dist/cli/main.js`, built by the integration project's
  * globalSetup) as a real child process.
  *
- * `startServeProcess` does not rely on the "keygate listening" log line to
- * learn the ports: `keygate serve` logs through an asynchronously buffered
- * stdout destination, so that line may only appear at exit. It picks free
- * ports itself and waits for /healthz instead (retrying on the rare port
- * collision).
+ * `startServeProcess` runs `keygate serve` with both listeners on port 0 and
+ * learns the ports the OS picked from the "keygate listening" log line (which
+ * `serve` flushes at once; other lines may sit in the stdout buffer until exit).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -14,7 +12,6 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { unusedPort } from "./upstream.js";
 
 export const CLI = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
@@ -80,66 +77,74 @@ export interface ServeProcess {
 }
 
 /**
- * Starts `keygate serve` on free ports with `body` (a config without
- * `listeners` and `store`) and resolves once its admin /healthz answers.
+ * Starts `keygate serve` with `body` (a config without `listeners` and
+ * `store`) and resolves once it has logged the ports it listens on.
  */
-export async function startServeProcess(body: string, attempts = 3): Promise<ServeProcess> {
+export async function startServeProcess(body: string, timeoutMs = 10_000): Promise<ServeProcess> {
   const dir = await mkdtemp(join(tmpdir(), "keygate-serve-"));
-  let lastError: unknown;
-  for (let attempt = 0; attempt < attempts; attempt++) {
-    const proxyPort = await unusedPort();
-    const adminPort = await unusedPort();
-    const file = join(dir, "gateway.yaml");
-    await writeFile(
-      file,
-      `listeners:
-  proxy: { host: 127.0.0.1, port: ${proxyPort} }
-  admin: { host: 127.0.0.1, port: ${adminPort} }
+  const file = join(dir, "gateway.yaml");
+  await writeFile(
+    file,
+    `listeners:
+  proxy: { host: 127.0.0.1, port: 0 }
+  admin: { host: 127.0.0.1, port: 0 }
 store:
   type: embedded
   embedded: { path: ${JSON.stringify(join(dir, "keys.json"))} }
 ${body}`,
-    );
-    const child = spawn(process.execPath, [CLI, "serve", "--config", file], {
-      env: childEnv({}),
-      stdio: ["ignore", "pipe", "pipe"],
+  );
+  const child = spawn(process.execPath, [CLI, "serve", "--config", file], {
+    env: childEnv({}),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<Exit>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  const cleanup = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  try {
+    const ports = await new Promise<{ proxy: number; admin: number }>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no "keygate listening" line within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      child.stdout.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString();
+        const complete = stdout.split("\n").slice(0, -1); // the last piece may be a partial line
+        for (const line of complete) {
+          if (!line.includes('"keygate listening"')) continue;
+          const parsed = JSON.parse(line) as { proxy: { port: number }; admin: { port: number } };
+          clearTimeout(timer);
+          resolve({ proxy: parsed.proxy.port, admin: parsed.admin.port });
+        }
+      });
+      void exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`keygate serve exited early (code ${code}, signal ${signal})`));
+      });
     });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const exited = new Promise<Exit>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const handle: ServeProcess = {
+    return {
       child,
-      proxyPort,
-      adminPort,
+      proxyPort: ports.proxy,
+      adminPort: ports.admin,
       stdout: () => stdout,
       stderr: () => stderr,
       exited,
-      cleanup: async () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-        await exited;
-        await rm(dir, { recursive: true, force: true });
-      },
+      cleanup,
     };
-    try {
-      await waitForHealth(adminPort, exited);
-      return handle;
-    } catch (error) {
-      lastError = new Error(`${(error as Error).message}\nstderr: ${stderr}\nstdout: ${stdout}`);
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      await exited;
-      if (!/EADDRINUSE/.test(stderr + stdout)) break;
-    }
+  } catch (error) {
+    await cleanup();
+    throw new Error(`${(error as Error).message}\nstderr: ${stderr}\nstdout: ${stdout}`);
   }
-  await rm(dir, { recursive: true, force: true });
-  throw lastError;
 }
 
 /** GETs `path` on 127.0.0.1:`port`; resolves with status and body. */
@@ -157,22 +162,4 @@ export function get(port: number, path: string): Promise<{ status: number; body:
     req.on("error", reject);
     req.end();
   });
-}
-
-async function waitForHealth(adminPort: number, exited: Promise<Exit>, timeoutMs = 10_000): Promise<void> {
-  let gone: Exit | undefined;
-  void exited.then((exit) => {
-    gone = exit;
-  });
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (gone) throw new Error(`keygate serve exited early (code ${gone.code}, signal ${gone.signal})`);
-    try {
-      if ((await get(adminPort, "/healthz")).status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`keygate serve did not answer /healthz within ${timeoutMs} ms`);
 }

@@ -1,0 +1,406 @@
+// keygate's benchmark: one command (npm run bench) that measures, in one run and
+// interleaved so machine drift cancels out, the upstream alone, a bare
+// http-proxy-3 proxy (the baseline), nginx when installed, keygate in several
+// setups, and the Node stacks a team would assemble instead (bench/peers).
+//
+// Everything listens on 127.0.0.1. The proxy under test is pinned to core 0
+// (taskset, when available); upstream, Redis and the load generator share
+// the other core. Throughput is measured at saturation with wrk (autocannon
+// when wrk is missing), latency at a fixed rate of half the target's
+// saturation with autocannon. Each figure is the median of the rounds.
+//
+// Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (2),
+// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names).
+import { execFileSync, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Redis } from "ioredis";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..");
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 100_000);
+const ONLY = process.env.BENCH_ONLY?.split(",");
+const NAMESPACE = "bench:";
+const HUGE = 1_000_000_000;
+
+const has = (command) => {
+  try {
+    execFileSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+};
+const pinnable = has("taskset") && cpus().length >= 2;
+const pin = (core, argv) => (pinnable ? ["taskset", ["-c", String(core), ...argv]] : [argv[0], argv.slice(1)]);
+const useWrk = has("wrk");
+const work = mkdtempSync(join(tmpdir(), "keygate-bench-"));
+const children = [];
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a process and resolves when `ready(line)` matches a line of its stdout (or after a delay). */
+function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes("listening") } = {}) {
+  const [command, args] = pin(core, argv);
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${stderr}`)), 15_000);
+    let buffered = "";
+    child.stdout.on("data", (data) => {
+      buffered += data;
+      for (const line of buffered.split("\n").slice(0, -1)) {
+        if (ready(line)) {
+          clearTimeout(timer);
+          resolve({ child, line });
+        }
+      }
+      buffered = buffered.slice(buffered.lastIndexOf("\n") + 1);
+    });
+    child.once("exit", (code) => reject(new Error(`${name} exited (${code}):\n${stderr}`)));
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------- fixtures
+
+const hashOf = (key) => createHash("sha256").update(key).digest("hex");
+const newKey = () => `rp_${randomBytes(32).toString("hex")}`;
+
+function record(key, i) {
+  return {
+    id: `key_${String(i).padStart(24, "0")}`,
+    hash: hashOf(key),
+    prefix: key.slice(0, 10),
+    label: `bench ${i}`,
+    plan: "bench",
+    status: "active",
+    createdAt: Date.now(),
+  };
+}
+
+async function seedRedis(redis, keys) {
+  for (let start = 0; start < keys.length; start += 5_000) {
+    const pipeline = redis.pipeline();
+    keys.slice(start, start + 5_000).forEach((key, offset) => {
+      const r = record(key, start + offset);
+      pipeline.hset(`${NAMESPACE}key:${r.hash}`, {
+        id: r.id,
+        prefix: r.prefix,
+        label: r.label,
+        plan: r.plan,
+        status: r.status,
+        created_at: r.createdAt,
+      });
+      pipeline.hset(`${NAMESPACE}ids`, r.id, r.hash);
+    });
+    await pipeline.exec();
+  }
+}
+
+function keygateConfig({ port, adminPort, store, redisUrl, windows, extra = "" }) {
+  const rule = windows ? `\n    limits:\n      - { name: api, windows: ${windows} }` : "";
+  return `
+listeners:
+  proxy: { host: 127.0.0.1, port: ${port} }
+  admin: { host: 127.0.0.1, port: ${adminPort} }
+server: { keep_alive_timeout_ms: 60000 }
+logging: { level: ${process.env.BENCH_LOG_LEVEL ?? "info"} }
+store:
+  type: ${store}
+  embedded: { path: ${join(work, `keys-${port}.json`)} }
+  redis: { url: "${redisUrl}", namespace: "${NAMESPACE}" }
+auth: { failed_attempts: { limit: ${HUGE} } }
+plans:
+  bench:${rule}
+routes:
+  - name: api
+    match: { path_prefix: / }
+    upstream: { url: "${process.env.BENCH_UPSTREAM}" }
+${extra}`;
+}
+
+function nginxConfig(port, upstreamPort) {
+  return `
+worker_processes 1;
+daemon off;
+pid ${work}/nginx.pid;
+error_log ${work}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${work}/nginx-body;
+  proxy_temp_path ${work}/nginx-proxy;
+  fastcgi_temp_path ${work}/nginx-fastcgi;
+  uwsgi_temp_path ${work}/nginx-uwsgi;
+  scgi_temp_path ${work}/nginx-scgi;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}`;
+}
+
+// ---------------------------------------------------------------- load
+
+function writeHeaderFile(name, keys) {
+  const file = join(work, `${name}.headers`);
+  writeFileSync(file, `${keys.map((k) => `Bearer ${k}`).join("\n")}\n`);
+  return file;
+}
+
+const WRK_SCRIPT = `
+local values = {}
+init = function(args)
+  for line in io.lines(args[1]) do values[#values + 1] = line end
+end
+request = function()
+  return wrk.format(nil, nil, { ["Authorization"] = values[math.random(#values)] })
+end`;
+
+/** Saturation throughput (requests/s) and latency percentiles, from wrk or autocannon. */
+async function saturate(url, headerFile, seconds) {
+  if (useWrk) {
+    const script = join(work, "random-header.lua");
+    writeFileSync(script, WRK_SCRIPT);
+    const args = ["wrk", "-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", "-s", script, url, "--", headerFile];
+    const [command, rest] = pin(1, args);
+    const out = execFileSync(command, rest, { encoding: "utf8" });
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+    const p = (q) => toMs(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`).exec(out)?.[1]);
+    const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+    const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+    return { rps, p50: p(50), p99: p(99), non2xxShare: total ? non2xx / total : 0 };
+  }
+  const r = await fixedRate(url, headerFile, seconds, 0);
+  return { rps: r.rps, p50: r.p50, p99: r.p99, non2xxShare: r.non2xx / Math.max(1, r.rps * seconds) };
+}
+
+function toMs(text) {
+  if (!text) return Number.NaN;
+  const value = Number.parseFloat(text);
+  if (text.endsWith("us")) return value / 1000;
+  if (text.endsWith("ms")) return value;
+  if (text.endsWith("s")) return value * 1000;
+  return value;
+}
+
+/** Latency at a fixed request rate (0 = as fast as possible), autocannon in its own process. */
+async function fixedRate(url, headerFile, seconds, rate) {
+  const [command, args] = pin(1, [process.execPath, join(here, "load.mjs"), url, String(rate), String(seconds), String(CONNECTIONS), headerFile]);
+  const out = execFileSync(command, args, { encoding: "utf8" });
+  return JSON.parse(out.trim().split("\n").pop());
+}
+
+// ---------------------------------------------------------------- redis accounting
+
+async function commandStats(redis) {
+  const info = await redis.info("commandstats");
+  let calls = 0;
+  for (const match of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) if (match[1] !== "info") calls += Number(match[2]);
+  return calls;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const redisPort = await freePort();
+  const redisDir = join(work, "redis");
+  mkdirSync(redisDir);
+  await start("redis", ["redis-server", "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", redisDir], {
+    core: 1,
+    ready: (line) => line.includes("Ready to accept connections"),
+  });
+  const redisUrl = `redis://127.0.0.1:${redisPort}`;
+  const redis = new Redis(redisUrl);
+
+  const upstreamPort = await freePort();
+  await start("upstream", [process.execPath, join(here, "upstream.mjs")], { env: { PORT: String(upstreamPort) }, core: 1 });
+  const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
+  process.env.BENCH_UPSTREAM = upstreamUrl;
+
+  const oneKey = newKey();
+  const manyKeys = Array.from({ length: KEY_COUNT }, newKey);
+  const limitedKey = newKey();
+  await seedRedis(redis, [oneKey, limitedKey, ...manyKeys]);
+  const headers = {
+    none: writeHeaderFile("none", [""]),
+    one: writeHeaderFile("one", [oneKey]),
+    many: writeHeaderFile("many", manyKeys),
+    unknown: writeHeaderFile("unknown", [newKey()]),
+    limited: writeHeaderFile("limited", [limitedKey]),
+  };
+
+  const keygate = async (name, options) => {
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = join(work, `${name}.yaml`);
+    writeFileSync(file, keygateConfig({ port, adminPort, redisUrl, ...options }));
+    if (options.store === "embedded") {
+      writeFileSync(
+        join(work, `keys-${port}.json`),
+        JSON.stringify({ version: 1, keys: [record(oneKey, 0)], usage: {} }),
+      );
+    }
+    const argv = [process.execPath, ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench/results/profiles")}`] : []), join(root, "dist/cli/main.js"), "serve", "--config", file];
+    await start(name, argv, { ready: (line) => line.includes("keygate listening") });
+    return `http://127.0.0.1:${port}/`;
+  };
+  const node = async (name, script) => {
+    const port = await freePort();
+    await start(name, [process.execPath, join(here, script)], {
+      env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE },
+    });
+    return `http://127.0.0.1:${port}/`;
+  };
+
+  const targets = [
+    { name: "upstream alone", url: `${upstreamUrl}/`, headers: headers.none },
+    { name: "bare http-proxy-3", baseline: true, start: () => node("bare", "bare-proxy.mjs"), headers: headers.none },
+  ];
+  if (has("nginx")) {
+    targets.push({
+      name: "nginx proxy_pass",
+      start: async () => {
+        const port = await freePort();
+        const conf = join(work, "nginx.conf");
+        writeFileSync(conf, nginxConfig(port, upstreamPort));
+        const [command, args] = pin(0, ["nginx", "-c", conf, "-p", work]);
+        children.push(spawn(command, args, { stdio: "ignore" }));
+        await sleep(500);
+        return `http://127.0.0.1:${port}/`;
+      },
+      headers: headers.none,
+    });
+  }
+  targets.push(
+    { name: "keygate embedded, 1 key, 1 window", start: () => keygate("kg-embedded", { store: "embedded", windows: `{ minute: ${HUGE} }` }), headers: headers.one },
+    { name: "keygate redis, 1 key, 1 window", redis: true, key: "main", start: () => keygate("kg-redis", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.one },
+    { name: `keygate redis, ${KEY_COUNT} keys, 1 window`, redis: true, start: () => keygate("kg-redis-many", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.many },
+    { name: "keygate redis, 1 key, 3 windows", redis: true, start: () => keygate("kg-redis-3w", { store: "redis", windows: `{ minute: ${HUGE}, hour: ${HUGE}, day: ${HUGE} }` }), headers: headers.one },
+    { name: "keygate redis, unknown key (403)", redis: true, start: () => keygate("kg-unknown", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.unknown },
+    { name: "keygate redis, over limit (429)", redis: true, start: () => keygate("kg-429", { store: "redis", windows: "{ day: 1 }" }), headers: headers.limited },
+    { name: "fastify peer", redis: true, start: () => node("fastify", "peers/fastify.mjs"), headers: headers.one },
+    { name: "express peer", redis: true, start: () => node("express", "peers/express.mjs"), headers: headers.one },
+  );
+  const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.some((o) => t.name.includes(o)));
+  for (const target of selected) if (target.start) target.url = await target.start();
+
+  const samples = new Map(selected.map((t) => [t.name, { rps: [], p50: [], p99: [], lat50: [], lat99: [], cmds: [], non2xx: [] }]));
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const target of selected) {
+      const s = samples.get(target.name);
+      await saturate(target.url, target.headers, WARMUP);
+      const before = target.redis ? await commandStats(redis) : 0;
+      const sat = await saturate(target.url, target.headers, SECONDS);
+      const after = target.redis ? await commandStats(redis) : 0;
+      s.rps.push(sat.rps);
+      s.p50.push(sat.p50);
+      s.p99.push(sat.p99);
+      s.non2xx.push(sat.non2xxShare);
+      if (target.redis) s.cmds.push((after - before) / Math.max(1, sat.rps * SECONDS));
+      const rate = Math.round(median(s.rps) / 2);
+      const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
+      s.lat50.push(lat.p50);
+      s.lat99.push(lat.p99);
+      process.stderr.write(`round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`);
+    }
+  }
+
+  const baseline = median(samples.get("bare http-proxy-3").rps);
+  const rows = selected.map((t) => {
+    const s = samples.get(t.name);
+    return {
+      target: t.name,
+      rps: Math.round(median(s.rps)),
+      ratio: Number((median(s.rps) / baseline).toFixed(2)),
+      p50_ms: round2(median(s.lat50)),
+      p99_ms: round2(median(s.lat99)),
+      sat_p99_ms: round2(median(s.p99)),
+      redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
+      non2xx_share: round2(median(s.non2xx)),
+    };
+  });
+  const result = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, pinned: pinnable, loader: useWrk ? "wrk" : "autocannon" },
+    settings: { rounds: ROUNDS, seconds: SECONDS, warmup: WARMUP, connections: CONNECTIONS, keys: KEY_COUNT },
+    rows,
+  };
+  mkdirSync(join(here, "results"), { recursive: true });
+  const out = join(here, "results", `bench-${result.date.replace(/[:.]/g, "-")}.json`);
+  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+  printTable(result);
+  process.stdout.write(`\nwritten to ${out}\n`);
+  await redis.quit();
+}
+
+function median(values) {
+  const sorted = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+const round2 = (n) => (Number.isNaN(n) ? null : Math.round(n * 100) / 100);
+
+function printTable({ machine, settings, rows }) {
+  process.stdout.write(
+    `\n${machine.model} x${machine.cpus}, Node ${machine.node}, proxy pinned: ${machine.pinned}, load: ${machine.loader}, ` +
+      `${settings.rounds} rounds x ${settings.seconds}s, ${settings.connections} connections\n\n`,
+  );
+  const header = ["target", "req/s", "x bare", "p50 ms @½", "p99 ms @½", "p99 ms sat", "redis cmds/req", "non-2xx"];
+  const lines = rows.map((r) => [r.target, r.rps, r.ratio, r.p50_ms, r.p99_ms, r.sat_p99_ms, r.redis_cmds_per_req ?? "-", r.non2xx_share]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
+  const fmt = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ")} |\n`;
+  process.stdout.write(fmt(header));
+  process.stdout.write(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|\n`);
+  for (const line of lines) process.stdout.write(fmt(line));
+}
+
+function cleanup() {
+  for (const child of children) child.kill("SIGTERM");
+  try {
+    execFileSync("sh", ["-c", `[ -f ${work}/nginx.pid ] && kill $(cat ${work}/nginx.pid) || true`]);
+  } catch {}
+  setTimeout(() => rmSync(work, { recursive: true, force: true }), 500).unref();
+}
+
+process.on("SIGINT", () => {
+  cleanup();
+  process.exit(130);
+});
+main().then(
+  () => {
+    cleanup();
+    setTimeout(() => process.exit(0), 600);
+  },
+  (error) => {
+    process.stderr.write(`bench failed: ${error.stack ?? error}\n`);
+    cleanup();
+    setTimeout(() => process.exit(1), 600);
+  },
+);
