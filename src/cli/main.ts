@@ -8,9 +8,7 @@ import { parseArgs } from "node:util";
 import { loadConfigFile } from "../config/load.js";
 import { configJsonSchema } from "../config/schema.js";
 import { ConfigError, formatProblem } from "../errors.js";
-import { demo } from "./demo.js";
 import { CliError, KEYS_USAGE, keysCommand } from "./keys.js";
-import { serve } from "./serve.js";
 
 const USAGE = `Usage:
   keygate serve [--config <file>]       run the gateway (default config/gateway.yaml)
@@ -27,6 +25,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "serve": {
       const { values } = parseArgs({ args: rest, options: { config: { type: "string", short: "c" } } });
+      // The gateway is loaded only by the commands that run it, so `keys` and `config` start fast.
+      const { serve } = await import("./serve.js");
       await serve(values.config ?? process.env.KEYGATE_CONFIG ?? "config/gateway.yaml");
       return -1; // keeps running; the signal handlers decide the exit status
     }
@@ -38,9 +38,11 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       return keysCommand(rest);
-    case "demo":
+    case "demo": {
+      const { demo } = await import("./demo.js");
       await demo();
       return -1;
+    }
     case "help":
     case "--help":
     case "-h":

@@ -44,7 +44,13 @@ export function parseConfig(text: string, file = "<config>", env: Env = process.
   problems.push(...interpolate(doc, env, lineOf));
   const result = configSchema.safeParse(doc.toJS() ?? {});
   if (!result.success) {
-    for (const issue of result.error.issues) problems.push(...describeIssue(issue, doc.contents, lineOf));
+    // A value left empty by a missing variable is reported once, as the missing variable.
+    const reported = new Set(problems.map((p) => p.path));
+    for (const issue of result.error.issues) {
+      for (const problem of describeIssue(issue, doc.contents, lineOf)) {
+        if (!reported.has(problem.path)) problems.push(problem);
+      }
+    }
   }
   if (problems.length > 0 || !result.success) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));

@@ -100,6 +100,10 @@ const upstream = z.strictObject({
     .default(256)
     .describe("Connections kept to this upstream at most."),
   max_idle_sockets: z.number().int().nonnegative().default(64),
+  idle_timeout_ms: milliseconds(
+    4_000,
+    "Pooled connections idle this long are closed; keep it below the upstream's keep-alive timeout.",
+  ),
 });
 
 const headerName = z

@@ -23,6 +23,24 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+/** Bytes gathered before a write to stdout: one write per request would cost a syscall each. */
+const STDOUT_BATCH_BYTES = 4096;
+/** A quiet gateway's lines still appear within this delay. */
+const STDOUT_FLUSH_MS = 250;
+
+function stdoutDestination(): DestinationStream {
+  const destination = pino.destination({ dest: 1, sync: false, minLength: STDOUT_BATCH_BYTES });
+  const timer = setInterval(() => {
+    try {
+      destination.flush();
+    } catch {
+      clearInterval(timer); // stdout is gone (destroyed): nothing left to flush
+    }
+  }, STDOUT_FLUSH_MS);
+  timer.unref();
+  return destination;
+}
+
 export function createLogger(options: LoggerOptions): Logger {
   const headers = [...ALWAYS_REDACTED_HEADERS, ...(options.redactHeaders ?? [])];
   const paths = headers.flatMap((h) => [`req.headers["${h}"]`, `headers["${h}"]`, `res.headers["${h}"]`]);
@@ -34,6 +52,6 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths, censor: "[REDACTED]" },
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: false }),
+    options.destination ?? stdoutDestination(),
   );
 }

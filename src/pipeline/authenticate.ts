@@ -88,15 +88,19 @@ export function takeQueryParameter(query: string, name: string): { value: string
 }
 
 export function authenticateStage(deps: AuthenticateDeps) {
-  const { formats, lookup, tracker, now } = deps;
+  const { formats, lookup, tracker, now, guard } = deps;
 
   const accept = (
     ctx: RequestContext,
     hash: string,
     record: KeyRecord | undefined,
   ): GatewayError | undefined => {
-    if (record === undefined) return new GatewayError("INVALID_API_KEY", { detail: "unknown key" });
+    if (record === undefined) {
+      guard.fail(ctx.clientAddress);
+      return new GatewayError("INVALID_API_KEY", { detail: "unknown key" });
+    }
     if (!isUsable(record, now())) {
+      guard.fail(ctx.clientAddress);
       return new GatewayError("INVALID_API_KEY", {
         detail: `${record.status === "revoked" ? "revoked" : "expired"} key ${record.id}`,
       });
@@ -110,7 +114,20 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (ctx.route!.config.auth.public) return undefined;
     const key = extractCredential(ctx, deps.stripCredential);
     if (typeof key !== "string") return key;
-    if (!formats.some((format) => format.matches(key))) return unauthorized("malformed key", INVALID_TOKEN);
+    // Too many failed authentications from this address: refused before any store lookup.
+    const wait = guard.retryAfter(ctx.clientAddress);
+    if (wait > 0) {
+      deps.metrics.authentications.inc({ result: "throttled" });
+      return new GatewayError("RATE_LIMITED", {
+        detail: "too many failed authentications from this address",
+        params: { retry_after: wait },
+        headers: { "retry-after": String(wait) },
+      });
+    }
+    if (!formats.some((format) => format.matches(key))) {
+      guard.fail(ctx.clientAddress);
+      return unauthorized("malformed key", INVALID_TOKEN);
+    }
 
     const hash = hashKey(key);
     let found: ReturnType<KeyLookup["find"]>;

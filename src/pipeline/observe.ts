@@ -21,7 +21,8 @@ export function createObserver(
 ): Observer {
   return function observe(ctx, res) {
     const durationMs = performance.now() - ctx.startedAt;
-    const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED;
+    // An unfinished response was cut short: by an upstream fault (ctx.error says which) or by the client.
+    const status = res.writableFinished || ctx.error ? res.statusCode : CLIENT_CLOSED;
     const routeName = ctx.route?.name ?? "none";
     const method = ctx.req.method ?? "";
     metrics.requests.inc({ route: routeName, method, status });
@@ -35,6 +36,7 @@ export function createObserver(
         path: ctx.path,
         query: ctx.query === "" ? undefined : redactQuery(ctx.query),
         status,
+        aborted: res.writableFinished ? undefined : true,
         duration_ms: round(durationMs),
         upstream_ms: ctx.upstreamMs >= 0 ? round(ctx.upstreamMs) : undefined,
         client: ctx.clientAddress,

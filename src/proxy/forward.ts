@@ -225,6 +225,7 @@ export class Forwarder {
     this.hooks.upstreamFault(state.ctx, code, cause);
     if (res.headersSent || res.writableEnded) {
       // Part of the upstream's answer is already out; all that is honest is to cut it short.
+      state.ctx.error = new GatewayError(code, { detail: `${describe(cause)} (response cut short)`, cause });
       res.destroy(cause);
       return;
     }

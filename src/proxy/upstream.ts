@@ -29,6 +29,8 @@ export function createUpstream(config: RouteConfig["upstream"], pool: Map<string
     maxSockets: config.max_sockets,
     maxFreeSockets: config.max_idle_sockets,
     scheduling: "lifo" as const,
+    // Closing idle sockets before the upstream does avoids reusing one it is closing (a spurious 502).
+    timeout: config.idle_timeout_ms,
   };
   let upstream: Upstream;
   if (target.protocol === "https:") {
