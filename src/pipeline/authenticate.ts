@@ -88,7 +88,14 @@ export function takeQueryParameter(query: string, name: string): { value: string
 }
 
 export function authenticateStage(deps: AuthenticateDeps) {
-  const { formats, lookup, tracker, now, guard } = deps;
+  const { formats, lookup, tracker, now, guard, metrics } = deps;
+
+  /** A presented credential that failed counts toward its address's failed-attempt limit. */
+  const refuse = (ctx: RequestContext, result: string, error: GatewayError): GatewayError => {
+    guard.fail(ctx.clientAddress);
+    metrics.authentications.inc({ result });
+    return error;
+  };
 
   const accept = (
     ctx: RequestContext,
@@ -96,28 +103,37 @@ export function authenticateStage(deps: AuthenticateDeps) {
     record: KeyRecord | undefined,
   ): GatewayError | undefined => {
     if (record === undefined) {
-      guard.fail(ctx.clientAddress);
-      return new GatewayError("INVALID_API_KEY", { detail: "unknown key" });
+      return refuse(ctx, "invalid_key", new GatewayError("INVALID_API_KEY", { detail: "unknown key" }));
     }
     if (!isUsable(record, now())) {
-      guard.fail(ctx.clientAddress);
-      return new GatewayError("INVALID_API_KEY", {
-        detail: `${record.status === "revoked" ? "revoked" : "expired"} key ${record.id}`,
-      });
+      const detail = `${record.status === "revoked" ? "revoked" : "expired"} key ${record.id}`;
+      return refuse(ctx, "invalid_key", new GatewayError("INVALID_API_KEY", { detail }));
     }
     ctx.principal = { key: record };
     tracker.record(hash, record.id);
+    metrics.authentications.inc({ result: "ok" });
     return undefined;
+  };
+
+  const storeUnavailable = (cause: unknown): GatewayError => {
+    metrics.authentications.inc({ result: "store_error" });
+    return new GatewayError("STORE_UNAVAILABLE", {
+      detail: (cause as Error)?.message ?? String(cause),
+      cause,
+    });
   };
 
   return function authenticate(ctx: RequestContext) {
     if (ctx.route!.config.auth.public) return undefined;
     const key = extractCredential(ctx, deps.stripCredential);
-    if (typeof key !== "string") return key;
+    if (typeof key !== "string") {
+      metrics.authentications.inc({ result: "missing" });
+      return key;
+    }
     // Too many failed authentications from this address: refused before any store lookup.
     const wait = guard.retryAfter(ctx.clientAddress);
     if (wait > 0) {
-      deps.metrics.authentications.inc({ result: "throttled" });
+      metrics.authentications.inc({ result: "throttled" });
       return new GatewayError("RATE_LIMITED", {
         detail: "too many failed authentications from this address",
         params: { retry_after: wait },
@@ -125,8 +141,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
       });
     }
     if (!formats.some((format) => format.matches(key))) {
-      guard.fail(ctx.clientAddress);
-      return unauthorized("malformed key", INVALID_TOKEN);
+      return refuse(ctx, "malformed", unauthorized("malformed key", INVALID_TOKEN));
     }
 
     const hash = hashKey(key);
@@ -139,8 +154,4 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (found instanceof Promise) return found.then((record) => accept(ctx, hash, record), storeUnavailable);
     return accept(ctx, hash, found);
   };
-}
-
-function storeUnavailable(cause: unknown): GatewayError {
-  return new GatewayError("STORE_UNAVAILABLE", { detail: (cause as Error)?.message ?? String(cause), cause });
 }
