@@ -2,7 +2,10 @@
 import { Agent, createServer } from "node:http";
 import { createProxyServer } from "http-proxy-3";
 
-const proxy = createProxyServer({ target: process.env.UPSTREAM, agent: new Agent({ keepAlive: true, maxSockets: 256 }) });
+const proxy = createProxyServer({
+  target: process.env.UPSTREAM,
+  agent: new Agent({ keepAlive: true, maxSockets: 256 }),
+});
 proxy.on("error", (_error, _req, res) => {
   if (!res.headersSent) res.writeHead(502).end();
 });

@@ -15,7 +15,8 @@ const result = await autocannon({
   overallRate: Number(rate),
   requests: [
     {
-      setupRequest: (request) => (values.length > 0 ? { ...request, headers: { authorization: pick() } } : request),
+      setupRequest: (request) =>
+        values.length > 0 ? { ...request, headers: { authorization: pick() } } : request,
     },
   ],
 });

@@ -40,7 +40,8 @@ const has = (command) => {
   }
 };
 const pinnable = has("taskset") && cpus().length >= 2;
-const pin = (core, argv) => (pinnable ? ["taskset", ["-c", String(core), ...argv]] : [argv[0], argv.slice(1)]);
+const pin = (core, argv) =>
+  pinnable ? ["taskset", ["-c", String(core), ...argv]] : [argv[0], argv.slice(1)];
 const useWrk = has("wrk");
 const work = mkdtempSync(join(tmpdir(), "keygate-bench-"));
 const children = [];
@@ -187,7 +188,18 @@ async function saturate(url, headerFile, seconds) {
   if (useWrk) {
     const script = join(work, "random-header.lua");
     writeFileSync(script, WRK_SCRIPT);
-    const args = ["wrk", "-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", "-s", script, url, "--", headerFile];
+    const args = [
+      "wrk",
+      "-t1",
+      `-c${CONNECTIONS}`,
+      `-d${seconds}s`,
+      "--latency",
+      "-s",
+      script,
+      url,
+      "--",
+      headerFile,
+    ];
     const [command, rest] = pin(1, args);
     const out = execFileSync(command, rest, { encoding: "utf8" });
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
@@ -211,7 +223,15 @@ function toMs(text) {
 
 /** Latency at a fixed request rate (0 = as fast as possible), autocannon in its own process. */
 async function fixedRate(url, headerFile, seconds, rate) {
-  const [command, args] = pin(1, [process.execPath, join(here, "load.mjs"), url, String(rate), String(seconds), String(CONNECTIONS), headerFile]);
+  const [command, args] = pin(1, [
+    process.execPath,
+    join(here, "load.mjs"),
+    url,
+    String(rate),
+    String(seconds),
+    String(CONNECTIONS),
+    headerFile,
+  ]);
   const out = execFileSync(command, args, { encoding: "utf8" });
   return JSON.parse(out.trim().split("\n").pop());
 }
@@ -221,8 +241,25 @@ async function fixedRate(url, headerFile, seconds, rate) {
 async function commandStats(redis) {
   const info = await redis.info("commandstats");
   let calls = 0;
-  for (const match of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) if (match[1] !== "info") calls += Number(match[2]);
+  for (const match of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g))
+    if (match[1] !== "info") calls += Number(match[2]);
   return calls;
+}
+
+/**
+ * Round trips per request: commands clients sent (MONITOR shows commands run
+ * inside Lua scripts with source "lua"; those are not round trips), during a
+ * short run at a fixed rate.
+ */
+async function roundTrips(redisUrl, url, headerFile, rate) {
+  const monitor = await new Redis(redisUrl).monitor();
+  let sent = 0;
+  monitor.on("monitor", (_time, _args, source) => {
+    if (source !== "lua") sent++;
+  });
+  const load = await fixedRate(url, headerFile, 2, rate);
+  monitor.disconnect();
+  return sent / Math.max(1, load.rps * 2);
 }
 
 // ---------------------------------------------------------------- main
@@ -231,15 +268,34 @@ async function main() {
   const redisPort = await freePort();
   const redisDir = join(work, "redis");
   mkdirSync(redisDir);
-  await start("redis", ["redis-server", "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", redisDir], {
-    core: 1,
-    ready: (line) => line.includes("Ready to accept connections"),
-  });
+  await start(
+    "redis",
+    [
+      "redis-server",
+      "--port",
+      String(redisPort),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      redisDir,
+    ],
+    {
+      core: 1,
+      ready: (line) => line.includes("Ready to accept connections"),
+    },
+  );
   const redisUrl = `redis://127.0.0.1:${redisPort}`;
   const redis = new Redis(redisUrl);
 
   const upstreamPort = await freePort();
-  await start("upstream", [process.execPath, join(here, "upstream.mjs")], { env: { PORT: String(upstreamPort) }, core: 1 });
+  await start("upstream", [process.execPath, join(here, "upstream.mjs")], {
+    env: { PORT: String(upstreamPort) },
+    core: 1,
+  });
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
   process.env.BENCH_UPSTREAM = upstreamUrl;
 
@@ -266,7 +322,16 @@ async function main() {
         JSON.stringify({ version: 1, keys: [record(oneKey, 0)], usage: {} }),
       );
     }
-    const argv = [process.execPath, ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench/results/profiles")}`] : []), join(root, "dist/cli/main.js"), "serve", "--config", file];
+    const argv = [
+      process.execPath,
+      ...(process.env.BENCH_CPU_PROF
+        ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench/results/profiles")}`]
+        : []),
+      join(root, "dist/cli/main.js"),
+      "serve",
+      "--config",
+      file,
+    ];
     await start(name, argv, { ready: (line) => line.includes("keygate listening") });
     return `http://127.0.0.1:${port}/`;
   };
@@ -280,7 +345,12 @@ async function main() {
 
   const targets = [
     { name: "upstream alone", url: `${upstreamUrl}/`, headers: headers.none },
-    { name: "bare http-proxy-3", baseline: true, start: () => node("bare", "bare-proxy.mjs"), headers: headers.none },
+    {
+      name: "bare http-proxy-3",
+      baseline: true,
+      start: () => node("bare", "bare-proxy.mjs"),
+      headers: headers.none,
+    },
   ];
   if (has("nginx")) {
     targets.push({
@@ -298,19 +368,68 @@ async function main() {
     });
   }
   targets.push(
-    { name: "keygate embedded, 1 key, 1 window", start: () => keygate("kg-embedded", { store: "embedded", windows: `{ minute: ${HUGE} }` }), headers: headers.one },
-    { name: "keygate redis, 1 key, 1 window", redis: true, key: "main", start: () => keygate("kg-redis", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.one },
-    { name: `keygate redis, ${KEY_COUNT} keys, 1 window`, redis: true, start: () => keygate("kg-redis-many", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.many },
-    { name: "keygate redis, 1 key, 3 windows", redis: true, start: () => keygate("kg-redis-3w", { store: "redis", windows: `{ minute: ${HUGE}, hour: ${HUGE}, day: ${HUGE} }` }), headers: headers.one },
-    { name: "keygate redis, unknown key (403)", redis: true, start: () => keygate("kg-unknown", { store: "redis", windows: `{ minute: ${HUGE} }` }), headers: headers.unknown },
-    { name: "keygate redis, over limit (429)", redis: true, start: () => keygate("kg-429", { store: "redis", windows: "{ day: 1 }" }), headers: headers.limited },
-    { name: "fastify peer", redis: true, start: () => node("fastify", "peers/fastify.mjs"), headers: headers.one },
-    { name: "express peer", redis: true, start: () => node("express", "peers/express.mjs"), headers: headers.one },
+    {
+      name: "keygate embedded, 1 key, 1 window",
+      start: () => keygate("kg-embedded", { store: "embedded", windows: `{ minute: ${HUGE} }` }),
+      headers: headers.one,
+    },
+    {
+      name: "keygate redis, 1 key, 1 window",
+      redis: true,
+      key: "main",
+      start: () => keygate("kg-redis", { store: "redis", windows: `{ minute: ${HUGE} }` }),
+      headers: headers.one,
+    },
+    {
+      name: `keygate redis, ${KEY_COUNT} keys, 1 window`,
+      redis: true,
+      start: () => keygate("kg-redis-many", { store: "redis", windows: `{ minute: ${HUGE} }` }),
+      headers: headers.many,
+    },
+    {
+      name: "keygate redis, 1 key, 3 windows",
+      redis: true,
+      start: () =>
+        keygate("kg-redis-3w", {
+          store: "redis",
+          windows: `{ minute: ${HUGE}, hour: ${HUGE}, day: ${HUGE} }`,
+        }),
+      headers: headers.one,
+    },
+    {
+      name: "keygate redis, unknown key (403)",
+      redis: true,
+      start: () => keygate("kg-unknown", { store: "redis", windows: `{ minute: ${HUGE} }` }),
+      headers: headers.unknown,
+    },
+    {
+      name: "keygate redis, over limit (429)",
+      redis: true,
+      start: () => keygate("kg-429", { store: "redis", windows: "{ day: 1 }" }),
+      headers: headers.limited,
+    },
+    {
+      name: "fastify peer",
+      redis: true,
+      start: () => node("fastify", "peers/fastify.mjs"),
+      headers: headers.one,
+    },
+    {
+      name: "express peer",
+      redis: true,
+      start: () => node("express", "peers/express.mjs"),
+      headers: headers.one,
+    },
   );
   const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.some((o) => t.name.includes(o)));
   for (const target of selected) if (target.start) target.url = await target.start();
 
-  const samples = new Map(selected.map((t) => [t.name, { rps: [], p50: [], p99: [], lat50: [], lat99: [], cmds: [], non2xx: [] }]));
+  const samples = new Map(
+    selected.map((t) => [
+      t.name,
+      { rps: [], p50: [], p99: [], lat50: [], lat99: [], cmds: [], trips: [], non2xx: [] },
+    ]),
+  );
   for (let round = 1; round <= ROUNDS; round++) {
     for (const target of selected) {
       const s = samples.get(target.name);
@@ -327,7 +446,11 @@ async function main() {
       const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
       s.lat50.push(lat.p50);
       s.lat99.push(lat.p99);
-      process.stderr.write(`round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`);
+      if (target.redis && round === 1)
+        s.trips.push(await roundTrips(redisUrl, target.url, target.headers, rate));
+      process.stderr.write(
+        `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`,
+      );
     }
   }
 
@@ -342,12 +465,19 @@ async function main() {
       p99_ms: round2(median(s.lat99)),
       sat_p99_ms: round2(median(s.p99)),
       redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
+      redis_round_trips_per_req: s.trips.length ? round2(median(s.trips)) : null,
       non2xx_share: round2(median(s.non2xx)),
     };
   });
   const result = {
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, pinned: pinnable, loader: useWrk ? "wrk" : "autocannon" },
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      node: process.version,
+      pinned: pinnable,
+      loader: useWrk ? "wrk" : "autocannon",
+    },
     settings: { rounds: ROUNDS, seconds: SECONDS, warmup: WARMUP, connections: CONNECTIONS, keys: KEY_COUNT },
     rows,
   };
@@ -372,8 +502,28 @@ function printTable({ machine, settings, rows }) {
     `\n${machine.model} x${machine.cpus}, Node ${machine.node}, proxy pinned: ${machine.pinned}, load: ${machine.loader}, ` +
       `${settings.rounds} rounds x ${settings.seconds}s, ${settings.connections} connections\n\n`,
   );
-  const header = ["target", "req/s", "x bare", "p50 ms @½", "p99 ms @½", "p99 ms sat", "redis cmds/req", "non-2xx"];
-  const lines = rows.map((r) => [r.target, r.rps, r.ratio, r.p50_ms, r.p99_ms, r.sat_p99_ms, r.redis_cmds_per_req ?? "-", r.non2xx_share]);
+  const header = [
+    "target",
+    "req/s",
+    "x bare",
+    "p50 ms @½",
+    "p99 ms @½",
+    "p99 ms sat",
+    "redis cmds/req",
+    "round trips/req",
+    "non-2xx",
+  ];
+  const lines = rows.map((r) => [
+    r.target,
+    r.rps,
+    r.ratio,
+    r.p50_ms,
+    r.p99_ms,
+    r.sat_p99_ms,
+    r.redis_cmds_per_req ?? "-",
+    r.redis_round_trips_per_req ?? "-",
+    r.non2xx_share,
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
   const fmt = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ")} |\n`;
   process.stdout.write(fmt(header));

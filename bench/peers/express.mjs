@@ -28,7 +28,10 @@ app.use(
     keyGenerator: (req) => req.keyId,
     standardHeaders: "draft-7",
     legacyHeaders: true,
-    store: new RedisStore({ sendCommand: (...args) => redis.call(...args), prefix: `${settings.namespace}erl:` }),
+    store: new RedisStore({
+      sendCommand: (...args) => redis.call(...args),
+      prefix: `${settings.namespace}erl:`,
+    }),
   }),
 );
 app.use(

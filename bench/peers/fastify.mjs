@@ -20,7 +20,10 @@ await app.register(fastifyRateLimit, {
   nameSpace: `${settings.namespace}frl:`,
   keyGenerator: (request) => request.keyId,
 });
-await app.register(fastifyProxy, { upstream: settings.upstream, http: { agentOptions: { keepAlive: true } } });
+await app.register(fastifyProxy, {
+  upstream: settings.upstream,
+  http: { agentOptions: { keepAlive: true } },
+});
 
 await app.listen({ port: settings.port, host: "127.0.0.1" });
 announce(app.server);

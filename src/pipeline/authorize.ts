@@ -15,7 +15,7 @@ export function authorizeStage(policies: ReadonlyMap<string, PlanPolicy>, metric
     if (!principal) return undefined;
     const plan = principal.key.plan;
     const policy = policies.get(plan);
-    if (!policy || !policy.apiAccess) {
+    if (!policy?.apiAccess) {
       metrics.authentications.inc({ result: "plan_denied" });
       const detail = policy ? `plan "${plan}" has no API access` : `plan "${plan}" is not configured`;
       return new GatewayError("PLAN_LIMIT", { detail });

@@ -37,6 +37,12 @@ function hexValue(code: number): number {
   return -1;
 }
 
+/**
+ * Most paths need no work: only plain path characters, no escape, no `//`,
+ * and no segment starting with a dot. Those are returned as they are.
+ */
+const ALREADY_CANONICAL = /^(?:\/(?!\.)[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
+
 /** Splits `target` (the request line's target) into a canonical path and its raw query (with `?`, or ""). */
 export function normalizeTarget(target: string): NormalizedTarget {
   if (target.charCodeAt(0) !== 0x2f) {
@@ -45,6 +51,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
   const queryAt = target.indexOf("?");
   const rawPath = queryAt === -1 ? target : target.slice(0, queryAt);
   const query = queryAt === -1 ? "" : target.slice(queryAt);
+  if (ALREADY_CANONICAL.test(rawPath)) return { ok: true, path: rawPath, query };
 
   const segments: string[] = [];
   let segment = "";

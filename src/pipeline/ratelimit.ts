@@ -102,9 +102,18 @@ export function rateLimitStage(deps: RateLimitDeps) {
         });
       }
     }
-    return limiter.consume(checks, 1).then(
-      (decision) => decide(ctx, applied, decision),
-      (error: unknown) => storeFailed(ctx, error),
-    );
+    let decision: ReturnType<LimitStore["consume"]>;
+    try {
+      decision = limiter.consume(checks, 1);
+    } catch (error) {
+      return storeFailed(ctx, error);
+    }
+    if (decision instanceof Promise) {
+      return decision.then(
+        (settled) => decide(ctx, applied, settled),
+        (error: unknown) => storeFailed(ctx, error),
+      );
+    }
+    return decide(ctx, applied, decision);
   };
 }

@@ -34,6 +34,10 @@ export interface Decision {
 }
 
 export interface LimitStore {
-  /** Rejects with StoreUnavailableError when the store cannot answer in its time budget. */
-  consume(checks: readonly WindowCheck[], cost: number): Promise<Decision>;
+  /**
+   * Rejects with StoreUnavailableError when the store cannot answer in its time
+   * budget. An in-process store answers synchronously, so the request pipeline
+   * needs no promise for it.
+   */
+  consume(checks: readonly WindowCheck[], cost: number): Decision | Promise<Decision>;
 }

@@ -19,12 +19,8 @@ export class MemoryLimitStore implements LimitStore {
     this.sweeper.unref();
   }
 
-  async consume(checks: readonly WindowCheck[], cost: number): Promise<Decision> {
-    return this.decide(checks, cost);
-  }
-
-  /** Synchronous core (the embedded store never waits on I/O). */
-  decide(checks: readonly WindowCheck[], cost: number): Decision {
+  /** Synchronous: the embedded store never waits on I/O. */
+  consume(checks: readonly WindowCheck[], cost: number): Decision {
     const now = this.now();
     const states = checks.map((c) => roll(this.counters.get(c.key), now, c.windowMs));
     const exceeded = checks.map(
