@@ -13,7 +13,14 @@ import type { Logger } from "../observability/logger.js";
 import { createGateway } from "../server/create.js";
 
 /** Sections a running process cannot change: they take effect at the next start. */
-const RESTART_ONLY: readonly (keyof Config)[] = ["listeners", "server", "store", "admin", "logging"];
+const RESTART_ONLY: readonly (keyof Config)[] = [
+  "listeners",
+  "server",
+  "store",
+  "admin",
+  "logging",
+  "reload",
+];
 
 export async function serve(configFile: string): Promise<void> {
   const config = await loadConfigFile(configFile);

@@ -19,13 +19,23 @@ export interface KeyCacheOptions {
 }
 
 const UNKNOWN = Symbol("unknown key");
-type Entry = KeyRecord | typeof UNKNOWN;
+interface Entry {
+  readonly value: KeyRecord | typeof UNKNOWN;
+  /** The {@link KeyLookup.epoch} the entry was filled in; older entries are stale. */
+  readonly epoch: number;
+}
 
 export class KeyLookup {
   private readonly cache: LRUCache<string, Entry>;
   private readonly pending = new Map<string, Promise<KeyRecord | undefined>>();
   /** Bumped by every invalidation; a fill started under an older value is not cached. */
   private generation = 0;
+  /**
+   * Bumped when invalidation events may have been missed (subscription gap).
+   * Entries of an older epoch are checked with the store again; while the
+   * store cannot answer, a stale record is still served until its TTL ends.
+   */
+  private epoch = 0;
   private unsubscribe: (() => Promise<void>) | undefined;
 
   constructor(
@@ -43,7 +53,7 @@ export class KeyLookup {
   async start(): Promise<void> {
     this.unsubscribe = await this.store.subscribe(
       (event) => this.invalidate(event.hash),
-      () => this.clear(),
+      () => this.markStale(),
     );
   }
 
@@ -53,30 +63,43 @@ export class KeyLookup {
 
   /**
    * The record for `hash`, or undefined when unknown. Synchronous on a cache
-   * hit. Rejects with StoreUnavailableError when the store cannot answer.
+   * hit. Rejects with StoreUnavailableError when the store cannot answer
+   * (unless a stale entry can stand in, see {@link epoch}).
    */
   find(hash: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
     const cached = this.cache.get(hash);
-    if (cached !== undefined) return cached === UNKNOWN ? undefined : cached;
+    if (cached !== undefined && cached.epoch === this.epoch)
+      return cached.value === UNKNOWN ? undefined : cached.value;
     const inFlight = this.pending.get(hash);
     if (inFlight) return inFlight;
     const generation = this.generation;
+    const epoch = this.epoch;
     const fill = this.store.getByHash(hash).then(
       (record) => {
         if (this.pending.get(hash) === fill) this.pending.delete(hash);
         if (generation === this.generation) {
-          if (record) this.cache.set(hash, record);
-          else this.cache.set(hash, UNKNOWN, { ttl: this.options.negativeTtlMs });
+          if (record) this.cache.set(hash, { value: record, epoch });
+          else this.cache.set(hash, { value: UNKNOWN, epoch }, { ttl: this.options.negativeTtlMs });
         }
         return record;
       },
       (error: unknown) => {
         if (this.pending.get(hash) === fill) this.pending.delete(hash);
+        const stale = this.cache.get(hash);
+        if (stale !== undefined && stale.value !== UNKNOWN) return stale.value;
         throw error;
       },
     );
     this.pending.set(hash, fill);
     return fill;
+  }
+
+  /** The cached, current record for `hash`, without any store access. */
+  peek(hash: string): KeyRecord | undefined {
+    const cached = this.cache.peek(hash);
+    return cached !== undefined && cached.epoch === this.epoch && cached.value !== UNKNOWN
+      ? cached.value
+      : undefined;
   }
 
   invalidate(hash: string): void {
@@ -86,9 +109,17 @@ export class KeyLookup {
     this.pending.delete(hash);
   }
 
+  /** Drops every entry (e.g. after a reload changed what a record may mean). */
   clear(): void {
     this.generation++;
     this.cache.clear();
+    this.pending.clear();
+  }
+
+  /** Events may have been missed: every entry must be checked again, but may stand in while the store is down. */
+  markStale(): void {
+    this.generation++;
+    this.epoch++;
     this.pending.clear();
   }
 }

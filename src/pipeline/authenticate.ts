@@ -130,9 +130,15 @@ export function authenticateStage(deps: AuthenticateDeps) {
       metrics.authentications.inc({ result: "missing" });
       return key;
     }
-    // Too many failed authentications from this address: refused before any store lookup.
+    const wellFormed = formats.some((format) => format.matches(key));
+    const hash = wellFormed ? hashKey(key) : "";
+    // Too many failed authentications from this address: nothing it presents reaches the store.
+    // A key this instance has already verified costs no lookup, so it still passes
+    // (a client behind the same NAT as a broken one is not locked out).
     const wait = guard.retryAfter(ctx.clientAddress);
     if (wait > 0) {
+      const cached = wellFormed ? lookup.peek(hash) : undefined;
+      if (cached && isUsable(cached, now())) return accept(ctx, hash, cached);
       metrics.authentications.inc({ result: "throttled" });
       return new GatewayError("RATE_LIMITED", {
         detail: "too many failed authentications from this address",
@@ -140,11 +146,8 @@ export function authenticateStage(deps: AuthenticateDeps) {
         headers: { "retry-after": String(wait) },
       });
     }
-    if (!formats.some((format) => format.matches(key))) {
-      return refuse(ctx, "malformed", unauthorized("malformed key", INVALID_TOKEN));
-    }
+    if (!wellFormed) return refuse(ctx, "malformed", unauthorized("malformed key", INVALID_TOKEN));
 
-    const hash = hashKey(key);
     let found: ReturnType<KeyLookup["find"]>;
     try {
       found = lookup.find(hash);

@@ -14,12 +14,19 @@ export class FailedAuthGuard {
   private readonly windows: LRUCache<string, Window>;
 
   constructor(
-    private readonly limit: number,
-    private readonly windowMs: number,
+    private limit: number,
+    private windowMs: number,
     private readonly now: () => number,
     maxAddresses = 100_000,
   ) {
     this.windows = new LRUCache({ max: maxAddresses });
+  }
+
+  /** New settings from a reload; counts so far are kept (a reload is no way out of a throttle). */
+  configure(limit: number, windowMs: number): void {
+    if (windowMs !== this.windowMs) this.windows.clear();
+    this.limit = limit;
+    this.windowMs = windowMs;
   }
 
   /** Seconds the address must wait, or 0 when it may try. */

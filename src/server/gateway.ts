@@ -23,6 +23,7 @@ import { KeyService } from "../keys/service.js";
 import type { Logger } from "../observability/logger.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "../pipeline/context.js";
+import { FailedAuthGuard } from "../pipeline/failed-auth.js";
 import { createObserver, type Observer } from "../pipeline/observe.js";
 import { sendError, sendErrorOnSocket } from "../pipeline/respond.js";
 import { runStages } from "../pipeline/run.js";
@@ -56,6 +57,7 @@ export class Gateway {
   private keyService: KeyService;
   private readonly lookup: KeyLookup;
   private readonly tracker: LastUsedTracker;
+  private readonly guard: FailedAuthGuard;
   private readonly now: () => number;
   private readonly forwarder: Forwarder;
   private readonly observe: Observer;
@@ -79,6 +81,8 @@ export class Gateway {
     this.tracker = new LastUsedTracker(deps.store, config.keys.last_used_flush_ms, this.now, (error) =>
       deps.logger.warn({ err: (error as Error).message }, "last-used flush failed; will retry"),
     );
+    const { failed_attempts } = config.auth;
+    this.guard = new FailedAuthGuard(failed_attempts.limit, failed_attempts.window_ms, this.now);
     this.runtime = this.compile(config);
     this.keyService = this.createKeyService();
     this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
@@ -116,10 +120,12 @@ export class Gateway {
   }
 
   private compile(config: Config): Runtime {
+    this.guard.configure(config.auth.failed_attempts.limit, config.auth.failed_attempts.window_ms);
     return compileRuntime(config, {
       lookup: this.lookup,
       tracker: this.tracker,
       limiter: this.deps.limiter,
+      guard: this.guard,
       metrics: this.deps.metrics,
       logger: this.deps.logger,
       now: this.now,

@@ -13,7 +13,7 @@ import type { GatewayMetrics } from "../observability/metrics.js";
 import { authenticateStage } from "../pipeline/authenticate.js";
 import { authorizeStage } from "../pipeline/authorize.js";
 import type { Stage } from "../pipeline/context.js";
-import { FailedAuthGuard } from "../pipeline/failed-auth.js";
+import type { FailedAuthGuard } from "../pipeline/failed-auth.js";
 import { identifyStage, identityHeaderNames } from "../pipeline/identify.js";
 import { normalize } from "../pipeline/normalize-stage.js";
 import { queryRedactor } from "../pipeline/observe.js";
@@ -44,6 +44,7 @@ export interface RuntimeServices {
   lookup: KeyLookup;
   tracker: LastUsedTracker;
   limiter: LimitStore;
+  guard: FailedAuthGuard;
   metrics: GatewayMetrics;
   logger: Logger;
   /** Wall clock, epoch ms. */
@@ -59,7 +60,6 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
 
   const formats = config.keys.formats.map(compileKeyFormat);
   const policies = compilePlans(config);
-  const { failed_attempts } = config.auth;
   const stages: Stage[] = [
     sanitizeStage({
       trustedProxies: config.trusted_proxies,
@@ -74,7 +74,7 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
       tracker: services.tracker,
       stripCredential: config.auth.strip_credential,
       now: services.now,
-      guard: new FailedAuthGuard(failed_attempts.limit, failed_attempts.window_ms, services.now),
+      guard: services.guard,
       metrics: services.metrics,
     }),
     authorizeStage(policies, services.metrics),

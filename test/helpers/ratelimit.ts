@@ -70,7 +70,13 @@ export interface Answer {
 export async function call(
   port: number,
   path: string,
-  options: { key?: string; method?: string; body?: string; agent?: Agent; headers?: Record<string, string> } = {},
+  options: {
+    key?: string;
+    method?: string;
+    body?: string;
+    agent?: Agent;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.key !== undefined) headers.authorization = `Bearer ${options.key}`;

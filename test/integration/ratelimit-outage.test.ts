@@ -135,7 +135,6 @@ describe("rate-limit store outage", () => {
       expect(forwarded.every((r) => r.url.startsWith("/lenient/"))).toBe(true);
 
       const p99 = { strict: percentile(strictMs, 99), lenient: percentile(lenientMs, 99) };
-      console.log("DEBUG p99", p99, Math.max(...strictMs), Math.max(...lenientMs));
       expect(p99.strict, `p99 of fail-closed answers (ms), budget ${BUDGET_MS}`).toBeLessThan(P99_BOUND_MS);
       expect(p99.lenient, `p99 of fail-open answers (ms), budget ${BUDGET_MS}`).toBeLessThan(P99_BOUND_MS);
 
@@ -173,7 +172,6 @@ describe("rate-limit store outage", () => {
         { timeoutMs: 5_000, intervalMs: 100 },
       );
       const recoveredMs = performance.now() - resumedAt;
-      console.log("DEBUG recovered", recoveredMs, seen);
       expect(recoveredMs, `recovered after ${Math.round(recoveredMs)} ms: ${seen.join(" ")}`).toBeLessThan(
         5_000,
       );

@@ -454,9 +454,11 @@ ${apiRoute(url)}`,
     // A shadow window counts only while it has room.
     expect(await counterCount(redis, counterKey(namespace, key.id, "trial", "minute", 2))).toBe(2);
     const metrics = await metricsText(gateway.adminUrl);
-    expect(metricValue(metrics, "keygate_ratelimit_decisions_total", { route: "api", result: "rejected" })).toBe(
-      0,
-    );
-    expect(metricValue(metrics, "keygate_ratelimit_decisions_total", { route: "api", result: "allowed" })).toBe(4);
+    expect(
+      metricValue(metrics, "keygate_ratelimit_decisions_total", { route: "api", result: "rejected" }),
+    ).toBe(0);
+    expect(
+      metricValue(metrics, "keygate_ratelimit_decisions_total", { route: "api", result: "allowed" }),
+    ).toBe(4);
   });
 });

@@ -273,4 +273,23 @@ describe("KeyLookup", () => {
     await lookup.stop();
     expect(fake.unsubscribe).toHaveBeenCalledTimes(1);
   });
+
+  it("after a gap, checks entries again but serves a stale record while the store is down", async () => {
+    const { fake, lookup } = setup();
+    const known = fake.add(record());
+    const unknownHash = "f".repeat(64);
+    await lookup.start();
+    await lookup.find(known.hash);
+    await lookup.find(unknownHash);
+    fake.onGap?.();
+    expect(lookup.peek(known.hash)).toBeUndefined();
+    fake.getByHash.mockRejectedValue(new StoreUnavailableError("down"));
+    await expect(lookup.find(known.hash)).resolves.toBe(known);
+    // A remembered "unknown" is never a reason to let anything through: the failure shows.
+    await expect(lookup.find(unknownHash)).rejects.toThrow("down");
+    fake.getByHash.mockReset();
+    fake.getByHash.mockImplementation(async (hash: string) => fake.records.get(hash));
+    await lookup.find(known.hash);
+    expect(lookup.peek(known.hash)).toBe(known);
+  });
 });

@@ -1,0 +1,150 @@
+/**
+ * The failed-authentication throttle (`auth.failed_attempts`) with the Redis
+ * store: after `limit` failed authentications from one client address, that
+ * address gets 429 with Retry-After, without any store lookup of the keys it
+ * presents (Redis MONITOR sees no command of the gateway's namespace). The
+ * throttle is per address: another address is unaffected. From the throttled
+ * address, a key this instance has already verified still passes (it costs no
+ * lookup); any other key gets 429.
+ */
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { startGateway, type TestGateway } from "../helpers/gateway.js";
+import {
+  ADMIN_TOKEN,
+  createKey,
+  proxyRequest,
+  randomRpKey,
+  redisStoreYaml,
+  sha256,
+  sleep,
+  waitUntil,
+} from "../helpers/keys.js";
+import { dropNamespace, metricsText, metricValue } from "../helpers/ratelimit.js";
+import { uniqueNamespace } from "../helpers/redis.js";
+import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+
+const LIMIT = 5;
+const INVALID_API_KEY = JSON.stringify({
+  error: { code: "INVALID_API_KEY", message: "API key does not exist or has been revoked" },
+});
+
+let redisUrl: string;
+let upstream: TestUpstream;
+let gateway: TestGateway;
+let namespace: string;
+let redis: Redis;
+let monitor: Awaited<ReturnType<Redis["monitor"]>>;
+/** Every command Redis ran that names our namespace in its arguments. */
+const seen: string[][] = [];
+
+beforeAll(async () => {
+  redisUrl = inject("redisUrl");
+  namespace = uniqueNamespace("failed-auth");
+  upstream = await startUpstream();
+  gateway = await startGateway(`
+admin: { tokens: ["${ADMIN_TOKEN}"] }
+auth: { failed_attempts: { limit: ${LIMIT}, window_ms: 60000 } }
+# Loopback is a trusted proxy, so a test can speak for other client addresses with X-Forwarded-For.
+trusted_proxies: ["127.0.0.1"]
+plans:
+  pro: {}
+${redisStoreYaml(redisUrl, namespace)}
+routes:
+  - name: api
+    match: { path_prefix: /api }
+    upstream: { url: "${upstream.url}" }
+`);
+  redis = new Redis(redisUrl, { lazyConnect: true });
+  await redis.connect();
+  monitor = await redis.monitor();
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (args.some((arg) => arg.includes(namespace))) seen.push(args);
+  });
+});
+
+afterAll(async () => {
+  monitor?.disconnect();
+  redis?.disconnect();
+  await gateway?.stop();
+  await upstream?.close();
+  if (namespace) await dropNamespace(redisUrl, namespace);
+});
+
+/** Waits until the monitor has seen everything sent before this call (a marker command). */
+async function monitorCaughtUp(): Promise<void> {
+  const marker = `${namespace}marker:${Math.random()}`;
+  await redis.get(marker);
+  await waitUntil("the monitor to see the marker", () => seen.some((args) => args.includes(marker)));
+}
+
+describe("failed-authentication throttle", () => {
+  it("after 5 unknown keys the address gets 429 with Retry-After and no store command", async () => {
+    const port = gateway.addresses.proxy.port;
+    const valid = await createKey(gateway.adminUrl, { label: "Valid", plan: "pro" });
+    const uncached = await createKey(gateway.adminUrl, { label: "Uncached", plan: "pro" });
+    // The valid key works, and is now in the gateway's cache.
+    expect((await proxyRequest(port, "/api/ok", { key: valid.key })).status).toBe(200);
+    await monitorCaughtUp();
+    await sleep(50);
+    seen.length = 0;
+
+    const unknown = Array.from({ length: LIMIT + 1 }, () => randomRpKey());
+    for (const key of unknown.slice(0, LIMIT)) {
+      const answer = await proxyRequest(port, "/api/guess", { key });
+      expect(answer.status).toBe(403);
+      expect(answer.text).toBe(INVALID_API_KEY);
+    }
+    await monitorCaughtUp();
+    // Each of them was looked up (the monitor sees the gateway's lookups).
+    for (const key of unknown.slice(0, LIMIT)) {
+      expect(seen.some((args) => args.includes(`${namespace}key:${sha256(key)}`))).toBe(true);
+    }
+    seen.length = 0;
+
+    const forwardedBefore = upstream.requests.length;
+    const throttled = await proxyRequest(port, "/api/guess", { key: unknown[LIMIT]! });
+    expect(throttled.status).toBe(429);
+    const retryAfter = Number(throttled.headers["retry-after"]);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    expect(JSON.parse(throttled.text)).toEqual({
+      error: { code: "RATE_LIMITED", message: `Rate limit exceeded. Try again in ${retryAfter} seconds.` },
+    });
+
+    // A key never verified here is throttled as well, without a lookup, even if it is valid.
+    const uncachedThrottled = await proxyRequest(port, "/api/ok", { key: uncached.key });
+    expect(uncachedThrottled.status).toBe(429);
+    expect(Number(uncachedThrottled.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    expect(upstream.requests.length).toBe(forwardedBefore);
+
+    // Neither throttled request cost a Redis command.
+    await monitorCaughtUp();
+    expect(seen.filter((args) => !args.some((arg) => arg.startsWith(`${namespace}marker:`)))).toEqual([]);
+
+    // The key this instance already verified still passes: it needs no lookup.
+    const cachedValid = await proxyRequest(port, "/api/ok", { key: valid.key });
+    expect(cachedValid.status).toBe(200);
+    expect(upstream.requests.length).toBe(forwardedBefore + 1);
+    await monitorCaughtUp();
+    expect(seen.some((args) => args.some((arg) => arg.startsWith(`${namespace}key:`)))).toBe(false);
+
+    // Another address is not throttled: its valid key passes, its unknown key is looked up and refused.
+    const other = { "x-forwarded-for": "203.0.113.7" };
+    expect((await proxyRequest(port, "/api/ok", { key: valid.key, headers: other })).status).toBe(200);
+    const otherUnknown = randomRpKey();
+    const refused = await proxyRequest(port, "/api/guess", { key: otherUnknown, headers: other });
+    expect(refused.status).toBe(403);
+    await monitorCaughtUp();
+    expect(seen.some((args) => args.includes(`${namespace}key:${sha256(otherUnknown)}`))).toBe(true);
+
+    const metrics = await metricsText(gateway.adminUrl);
+    expect(metricValue(metrics, "keygate_authentications_total", { result: "throttled" })).toBe(2);
+    // 5 guesses from loopback + 1 from the other address; the throttled requests were never looked up.
+    expect(metricValue(metrics, "keygate_authentications_total", { result: "invalid_key" })).toBe(LIMIT + 1);
+    // The throttle is not a rate-limit decision.
+    expect(
+      metricValue(metrics, "keygate_ratelimit_decisions_total", { route: "api", result: "rejected" }),
+    ).toBe(0);
+  });
+});
