@@ -13,7 +13,7 @@
 // BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -55,27 +55,35 @@ function freePort() {
   });
 }
 
-/** Starts a process and resolves when `ready(line)` matches a line of its stdout (or after a delay). */
+/**
+ * Starts a process with its stdout going to a file (so the runner spends no CPU on the
+ * target's logs) and resolves when `ready(line)` matches a line written there.
+ */
 function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes("listening") } = {}) {
   const [command, args] = pin(core, argv);
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const logFile = join(work, `${name}.log`);
+  const out = openSync(logFile, "w");
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", out, "pipe"] });
+  closeSync(out);
   children.push(child);
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${stderr}`)), 15_000);
-    let buffered = "";
-    child.stdout.on("data", (data) => {
-      buffered += data;
-      for (const line of buffered.split("\n").slice(0, -1)) {
-        if (ready(line)) {
-          clearTimeout(timer);
-          resolve({ child, line });
-        }
+    const started = Date.now();
+    const poll = setInterval(() => {
+      const line = readFileSync(logFile, "utf8").split("\n").find(ready);
+      if (line !== undefined) {
+        clearInterval(poll);
+        resolve({ child, line });
+      } else if (Date.now() - started > 15_000) {
+        clearInterval(poll);
+        reject(new Error(`${name} did not start:\n${stderr}`));
       }
-      buffered = buffered.slice(buffered.lastIndexOf("\n") + 1);
+    }, 50);
+    child.once("exit", (code) => {
+      clearInterval(poll);
+      reject(new Error(`${name} exited (${code}):\n${stderr}`));
     });
-    child.once("exit", (code) => reject(new Error(`${name} exited (${code}):\n${stderr}`)));
   });
 }
 
@@ -130,6 +138,8 @@ store:
   embedded: { path: ${join(work, `keys-${port}.json`)} }
   redis: { url: "${redisUrl}", namespace: "${NAMESPACE}" }
 auth: { failed_attempts: { limit: ${HUGE} } }
+# Last-used writes (one script per distinct key per interval) would land in other targets' counts.
+keys: { last_used_flush_ms: 3600000 }
 plans:
   bench:${rule}
 routes:
@@ -238,33 +248,37 @@ async function fixedRate(url, headerFile, seconds, rate) {
 
 // ---------------------------------------------------------------- redis accounting
 
+/**
+ * Redis work so far: every command executed (`commands`, including those run
+ * inside Lua scripts) and the round trips clients made on the request path
+ * (`trips`: script calls and key lookups, the only request-path commands of
+ * every target here).
+ */
+const TOP_LEVEL = new Set(["evalsha", "eval", "evalsha_ro", "eval_ro", "hgetall"]);
 async function commandStats(redis) {
   const info = await redis.info("commandstats");
-  let calls = 0;
-  for (const match of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g))
-    if (match[1] !== "info") calls += Number(match[2]);
-  return calls;
-}
-
-/**
- * Round trips per request: commands clients sent (MONITOR shows commands run
- * inside Lua scripts with source "lua"; those are not round trips), during a
- * short run at a fixed rate.
- */
-async function roundTrips(redisUrl, url, headerFile, rate) {
-  const monitor = await new Redis(redisUrl).monitor();
-  let sent = 0;
-  monitor.on("monitor", (_time, _args, source) => {
-    if (source !== "lua") sent++;
-  });
-  const load = await fixedRate(url, headerFile, 2, rate);
-  monitor.disconnect();
-  return sent / Math.max(1, load.rps * 2);
+  let commands = 0;
+  let trips = 0;
+  for (const [, name, calls] of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
+    if (name === "info") continue;
+    commands += Number(calls);
+    if (TOP_LEVEL.has(name)) trips += Number(calls);
+  }
+  return { commands, trips };
 }
 
 // ---------------------------------------------------------------- main
 
 async function main() {
+  // The runner itself (and everything it starts without a core) stays off the proxy's core.
+  if (pinnable && !process.env.BENCH_PINNED) {
+    const child = spawn("taskset", ["-c", "1", process.execPath, ...process.argv.slice(1)], {
+      stdio: "inherit",
+      env: { ...process.env, BENCH_PINNED: "1" },
+    });
+    child.on("exit", (code) => process.exit(code ?? 1));
+    return "delegated";
+  }
   const redisPort = await freePort();
   const redisDir = join(work, "redis");
   mkdirSync(redisDir);
@@ -434,20 +448,22 @@ async function main() {
     for (const target of selected) {
       const s = samples.get(target.name);
       await saturate(target.url, target.headers, WARMUP);
-      const before = target.redis ? await commandStats(redis) : 0;
+      const before = target.redis ? await commandStats(redis) : undefined;
       const sat = await saturate(target.url, target.headers, SECONDS);
-      const after = target.redis ? await commandStats(redis) : 0;
+      const after = target.redis ? await commandStats(redis) : undefined;
       s.rps.push(sat.rps);
       s.p50.push(sat.p50);
       s.p99.push(sat.p99);
       s.non2xx.push(sat.non2xxShare);
-      if (target.redis) s.cmds.push((after - before) / Math.max(1, sat.rps * SECONDS));
+      if (before && after) {
+        const requests = Math.max(1, sat.rps * SECONDS);
+        s.cmds.push((after.commands - before.commands) / requests);
+        s.trips.push((after.trips - before.trips) / requests);
+      }
       const rate = Math.round(median(s.rps) / 2);
       const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
       s.lat50.push(lat.p50);
       s.lat99.push(lat.p99);
-      if (target.redis && round === 1)
-        s.trips.push(await roundTrips(redisUrl, target.url, target.headers, rate));
       process.stderr.write(
         `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`,
       );
@@ -544,7 +560,8 @@ process.on("SIGINT", () => {
   process.exit(130);
 });
 main().then(
-  () => {
+  (outcome) => {
+    if (outcome === "delegated") return;
     cleanup();
     setTimeout(() => process.exit(0), 600);
   },
