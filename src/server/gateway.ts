@@ -83,9 +83,6 @@ export class Gateway {
     );
     const { failed_attempts } = config.auth;
     this.guard = new FailedAuthGuard(failed_attempts.limit, failed_attempts.window_ms, this.now);
-    this.runtime = this.compile(config);
-    this.keyService = this.createKeyService();
-    this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
     this.forwarder = new Forwarder({
       fail: (ctx, res, error) => this.fail(ctx, res, error),
       failUpgrade: (ctx, socket, error) => this.failUpgrade(ctx, socket, error),
@@ -95,6 +92,9 @@ export class Gateway {
       },
       closing: () => this.draining,
     });
+    this.runtime = this.compile(config);
+    this.keyService = this.createKeyService();
+    this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
     this.proxyServer = createListener(config, config.listeners.proxy.tls, (req, res) =>
       this.handle(req, res),
     );
@@ -126,6 +126,7 @@ export class Gateway {
       tracker: this.tracker,
       limiter: this.deps.limiter,
       guard: this.guard,
+      forwarder: this.forwarder,
       metrics: this.deps.metrics,
       logger: this.deps.logger,
       now: this.now,
@@ -313,7 +314,6 @@ export class Gateway {
     this.proxyServer.closeAllConnections();
     for (const socket of this.upgradedSockets) socket.destroy();
     await proxyClosed;
-    this.forwarder.close();
     destroyUpstreams(this.runtime.upstreams);
     await this.tracker.stop();
     await this.lookup.stop();

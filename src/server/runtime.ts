@@ -21,7 +21,7 @@ import { rateLimitStage } from "../pipeline/ratelimit.js";
 import { compileErrorRenderer, type ErrorRenderer } from "../pipeline/respond.js";
 import { type CompiledRoute, compileRoute, routeStage } from "../pipeline/route.js";
 import { sanitizeStage } from "../pipeline/sanitize.js";
-import { type ForwardTarget, forwardTarget } from "../proxy/forward.js";
+import type { Forwarder, ForwardTarget } from "../proxy/forward.js";
 import { createUpstream, type Upstream } from "../proxy/upstream.js";
 import type { LimitStore } from "../ratelimit/limit-store.js";
 import { compilePlans, type PlanPolicy } from "../ratelimit/policy.js";
@@ -45,6 +45,7 @@ export interface RuntimeServices {
   tracker: LastUsedTracker;
   limiter: LimitStore;
   guard: FailedAuthGuard;
+  forwarder: Forwarder;
   metrics: GatewayMetrics;
   logger: Logger;
   /** Wall clock, epoch ms. */
@@ -56,7 +57,7 @@ export function compileRuntime(config: Config, services: RuntimeServices): Runti
   const upstreams = new Map<string, Upstream>();
   const targets = new Map<CompiledRoute, ForwardTarget>();
   for (const route of routes)
-    targets.set(route, forwardTarget(route, createUpstream(route.config.upstream, upstreams)));
+    targets.set(route, services.forwarder.target(route, createUpstream(route.config.upstream, upstreams)));
 
   const formats = config.keys.formats.map(compileKeyFormat);
   const policies = compilePlans(config);

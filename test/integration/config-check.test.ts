@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { describe, it } from "vitest";
-import { runCli } from "../helpers/process.js";
+import { runCli } from "../helpers/cli.js";
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/config/${name}`, import.meta.url));
 
