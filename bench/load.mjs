@@ -1,18 +1,22 @@
 // Fixed-rate load for latency percentiles (autocannon, in its own process).
-// Usage: node load.mjs <url> <rate req/s> <seconds> <connections> [header-file]
-// The header file holds one Authorization value per line; one is picked at random per request.
+// Usage: node load.mjs <url> <rate req/s> <seconds> <connections> [header-file] [sequential-amount]
+// The header file holds one Authorization value per line; one is picked at random per request,
+// or, with a sequential amount, each in order (to warm a cache), `amount` requests in all.
 import { readFileSync } from "node:fs";
 import autocannon from "autocannon";
 
-const [url, rate, seconds, connections, headerFile] = process.argv.slice(2);
+const [url, rate, seconds, connections, headerFile, sequential] = process.argv.slice(2);
 const values = headerFile ? readFileSync(headerFile, "utf8").split("\n").filter(Boolean) : [];
-const pick = () => values[Math.floor(Math.random() * values.length)];
+const amount = Number(sequential ?? 0);
+let next = 0;
+const pick =
+  amount > 0 ? () => values[next++ % values.length] : () => values[Math.floor(Math.random() * values.length)];
 
 const result = await autocannon({
   url,
   connections: Number(connections),
-  duration: Number(seconds),
-  overallRate: Number(rate),
+  ...(amount > 0 ? { amount } : { duration: Number(seconds) }),
+  ...(Number(rate) > 0 ? { overallRate: Number(rate) } : {}),
   requests: [
     {
       setupRequest: (request) =>

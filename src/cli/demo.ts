@@ -97,7 +97,7 @@ Try it:
 
 Manage keys:
   export KEYGATE_ADMIN_URL=${adminUrl} KEYGATE_ADMIN_TOKEN=${token}
-  npx keygate keys list
+  node ${process.argv[1]} keys list
 
 Ctrl-C stops the demo and deletes its data.
 \n`);

@@ -135,11 +135,13 @@ export class Forwarder {
     target.proxy.web(req, res, (error) => this.onWebError(state, res, error as Error));
     // response_ms is the upstream's time to answer a complete request: while the client is still
     // sending the body, each chunk restarts the clock, so a slow upload is not a slow upstream.
-    const restart = () => {
-      if (ctx.upstreamMs < 0 && !state.timedOut && !state.failed) state.timer?.refresh();
-    };
-    req.on("data", restart);
-    req.once("end", restart);
+    if (state.chunked || hasBody(req)) {
+      const restart = () => {
+        if (ctx.upstreamMs < 0 && !state.timedOut && !state.failed) state.timer?.refresh();
+      };
+      req.on("data", restart);
+      req.once("end", restart);
+    }
   }
 
   ws(ctx: RequestContext, socket: Duplex, head: Buffer, target: ForwardTarget): void {
@@ -168,10 +170,12 @@ export class Forwarder {
       proxyReq.destroy(state.timedOut);
       return;
     }
-    proxyReq.once("upgrade", () => {
-      clearTimeout(state.timer);
-      state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
-    });
+    if (state.ctx.upgrade) {
+      proxyReq.once("upgrade", () => {
+        clearTimeout(state.timer);
+        state.ctx.upstreamMs = performance.now() - state.ctx.upstreamStartedAt;
+      });
+    }
     const armConnectTimer = (socket: Socket) => {
       if (!socket.connecting) return;
       const connectTimer = setTimeout(() => {
@@ -229,6 +233,11 @@ export class Forwarder {
     }
     this.hooks.fail(state.ctx, res, new GatewayError(code, { detail: describe(cause), cause }));
   }
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return length !== undefined && length !== "0";
 }
 
 function describe(error: Error): string {
