@@ -139,7 +139,9 @@ store:
   redis: { url: "${redisUrl}", namespace: "${NAMESPACE}" }
 auth: { failed_attempts: { limit: ${HUGE} } }
 # Last-used writes (one script per distinct key per interval) would land in other targets' counts.
-keys: { last_used_flush_ms: 3600000, cache: { size: ${Math.max(100_000, 2 * KEY_COUNT)} } }
+# A cache that holds every key for the whole run: with pub/sub invalidation, the TTL only bounds
+# staleness when events are lost, and it must exceed a key's time between requests to be useful.
+keys: { last_used_flush_ms: 3600000, cache: { size: ${Math.max(100_000, 2 * KEY_COUNT)}, ttl_ms: 3600000 } }
 plans:
   bench:${rule}
 routes:
