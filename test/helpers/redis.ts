@@ -22,6 +22,7 @@ import { access, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { Redis } from "ioredis";
 import type { StartedTestContainer } from "testcontainers";
 
 export type RedisKind = "env" | "container" | "process";
@@ -517,4 +518,21 @@ function urlHost(host: string): string {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Test Redis servers keep nothing on disk, so a stop loses the data where a
+ * production Redis would keep it. Snapshots every key of `namespace`; the
+ * returned function puts them back (call it right after a restart).
+ */
+export async function snapshotNamespace(url: string, namespace: string): Promise<() => Promise<void>> {
+  const client = new Redis(url);
+  const keys = await client.keys(`${namespace}*`);
+  const dumps = await Promise.all(keys.map(async (key) => [key, await client.dumpBuffer(key)] as const));
+  client.disconnect();
+  return async () => {
+    const restorer = new Redis(url);
+    for (const [key, dump] of dumps) if (dump) await restorer.restore(key, 0, dump, "REPLACE");
+    restorer.disconnect();
+  };
 }

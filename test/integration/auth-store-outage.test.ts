@@ -1,11 +1,3 @@
-/**
- * Key store outage on a dedicated Redis that the test stops and starts: a
- * request whose key is not cached answers 503 STORE_UNAVAILABLE quickly
- * (never 200, 401 or 403: an outage must not look like a bad key, nor let
- * anything through), /readyz turns 503, and once Redis is back the gateway
- * serves again by itself.
- */
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import {
@@ -17,7 +9,12 @@ import {
   sha256,
   waitUntil,
 } from "../helpers/keys.js";
-import { type DedicatedRedisHandle, startDedicatedRedis, uniqueNamespace } from "../helpers/redis.js";
+import {
+  type DedicatedRedisHandle,
+  snapshotNamespace,
+  startDedicatedRedis,
+  uniqueNamespace,
+} from "../helpers/redis.js";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
 const STORE_UNAVAILABLE = JSON.stringify({
@@ -53,21 +50,9 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/**
- * The test Redis keeps nothing on disk, so a stop loses the data; a production Redis would keep it.
- * Snapshot the namespace before the outage and put it back right after the restart (before any
- * request reaches the gateway), as persistence would.
- */
-async function snapshot(): Promise<() => Promise<void>> {
-  const client = new Redis(redis.url);
-  const keys = await client.keys(`${namespace}*`);
-  const dumps = await Promise.all(keys.map(async (key) => [key, await client.dumpBuffer(key)] as const));
-  client.disconnect();
-  return async () => {
-    const restorer = new Redis(redis.url);
-    for (const [key, dump] of dumps) if (dump) await restorer.restore(key, 0, dump, "REPLACE");
-    restorer.disconnect();
-  };
+/** Puts the namespace back after the restart, as a persistent Redis would keep it. */
+function snapshot(): Promise<() => Promise<void>> {
+  return snapshotNamespace(redis.url, namespace);
 }
 
 async function readyz(): Promise<number> {

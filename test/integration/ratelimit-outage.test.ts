@@ -7,7 +7,6 @@
  * routes are rate limited again by themselves.
  */
 import { Agent } from "node:http";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { ADMIN_TOKEN, createKey, redisStoreYaml, waitUntil } from "../helpers/keys.js";
@@ -19,7 +18,12 @@ import {
   metricValue,
   percentile,
 } from "../helpers/ratelimit.js";
-import { type DedicatedRedisHandle, startDedicatedRedis, uniqueNamespace } from "../helpers/redis.js";
+import {
+  type DedicatedRedisHandle,
+  snapshotNamespace,
+  startDedicatedRedis,
+  uniqueNamespace,
+} from "../helpers/redis.js";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
 /** store.redis.command_timeout_ms: the budget of one request-path store call. */
@@ -74,20 +78,9 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/**
- * The test Redis keeps nothing on disk, so a stop loses the key record; a production Redis would
- * keep it. Snapshot the namespace before the outage and put it back right after the restart.
- */
-async function snapshot(): Promise<() => Promise<void>> {
-  const client = new Redis(redis.url);
-  const keys = await client.keys(`${namespace}*`);
-  const dumps = await Promise.all(keys.map(async (key) => [key, await client.dumpBuffer(key)] as const));
-  client.disconnect();
-  return async () => {
-    const restorer = new Redis(redis.url);
-    for (const [key, dump] of dumps) if (dump) await restorer.restore(key, 0, dump, "REPLACE");
-    restorer.disconnect();
-  };
+/** Puts the namespace back after the restart, as a persistent Redis would keep it. */
+function snapshot(): Promise<() => Promise<void>> {
+  return snapshotNamespace(redis.url, namespace);
 }
 
 async function circuitOpen(): Promise<number> {
