@@ -83,18 +83,18 @@ export function rateLimitStage(deps: RateLimitDeps) {
     const checks: WindowCheck[] = [];
     for (const base of rules) {
       const rule = withOverrides(base, overrides);
-      const subject =
+      // `<ns>rl:{<subject>` + `}:<rule>:<window>:<limit>`: the {subject} hash tag keeps one
+      // subject's counters in one Cluster slot.
+      const prefix =
         rule.subject === "key"
-          ? `k:${principal.key.id}`
+          ? `${namespace}rl:{k:${principal.key.id}`
           : rule.subject === "plan"
-            ? `p:${policy!.name}`
-            : `c:${ctx.clientAddress}`;
+            ? `${namespace}rl:{p:${policy!.name}`
+            : `${namespace}rl:{c:${ctx.clientAddress}`;
       for (const window of rule.windows) {
         applied.push({ rule, window });
         checks.push({
-          // The {subject} hash tag keeps one subject's counters in one Cluster slot; the limit is part
-          // of the key so a changed limit starts a fresh counter while unchanged ones survive a reload.
-          key: `${namespace}rl:{${subject}}:${rule.name}:${window.name}:${window.limit}`,
+          key: prefix + window.keySuffix,
           limit: window.limit,
           windowMs: window.ms,
           sliding: rule.sliding,

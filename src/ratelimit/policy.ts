@@ -10,6 +10,11 @@ export interface CompiledWindow {
   readonly name: WindowName;
   readonly limit: number;
   readonly ms: number;
+  /**
+   * The counter key after its `{subject` hash tag: `}:<rule>:<window>:<limit>`. The limit is part
+   * of the key so that a changed limit starts a fresh counter while unchanged ones survive a reload.
+   */
+  readonly keySuffix: string;
 }
 
 export interface CompiledRule {
@@ -83,17 +88,22 @@ function compileRule(rule: RuleConfig): CompiledRule {
     subject: rule.subject,
     sliding: rule.algorithm === "sliding",
     shadow: rule.shadow,
-    windows: WINDOW_NAMES.filter((w) => rule.windows[w] !== undefined).map((w) => ({
-      name: w,
-      limit: rule.windows[w] as number,
-      ms: WINDOW_MS[w],
-    })),
+    windows: WINDOW_NAMES.filter((w) => rule.windows[w] !== undefined).map((w) =>
+      compileWindow(rule.name, w, rule.windows[w] as number),
+    ),
   };
+}
+
+function compileWindow(rule: string, name: WindowName, limit: number): CompiledWindow {
+  return { name, limit, ms: WINDOW_MS[name], keySuffix: `}:${rule}:${name}:${limit}` };
 }
 
 /** The rule with a key's own limits applied (same rule when it has none). */
 export function withOverrides(rule: CompiledRule, overrides: KeyLimitOverrides | undefined): CompiledRule {
   const own = overrides?.[rule.name];
   if (!own) return rule;
-  return { ...rule, windows: rule.windows.map((w) => ({ ...w, limit: own[w.name] ?? w.limit })) };
+  return {
+    ...rule,
+    windows: rule.windows.map((w) => compileWindow(rule.name, w.name, own[w.name] ?? w.limit)),
+  };
 }
