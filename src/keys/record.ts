@@ -80,3 +80,15 @@ export function matchesFilter(record: KeyRecord, filter: KeyFilter): boolean {
 export function utcDay(epochMs: number): string {
   return new Date(epochMs).toISOString().slice(0, 10);
 }
+
+/** Paging position in creation order (oldest first): zero-padded created_at, then id, so it sorts as text. */
+export function cursorOf(record: KeyRecord): string {
+  return `${String(record.createdAt).padStart(15, "0")}:${record.id}`;
+}
+
+/** The `days` UTC days ending with the day of `now`, oldest first (usage reports). */
+export function lastDays(days: number, now: number): string[] {
+  const out: string[] = [];
+  for (let i = days - 1; i >= 0; i--) out.push(utcDay(now - i * 86_400_000));
+  return out;
+}

@@ -17,11 +17,13 @@ import { constants } from "node:fs";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
+  cursorOf,
   type KeyEvent,
   type KeyFilter,
   type KeyPage,
   type KeyPatch,
   type KeyRecord,
+  lastDays,
   matchesFilter,
   type Touch,
   type UsageDay,
@@ -207,17 +209,6 @@ export class EmbeddedKeyStore implements KeyStore {
 
 function byCreation(a: KeyRecord, b: KeyRecord): number {
   return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
-
-/** Sorts like {@link byCreation}: zero-padded time, then id. */
-export function cursorOf(record: KeyRecord): string {
-  return `${String(record.createdAt).padStart(15, "0")}:${record.id}`;
-}
-
-export function lastDays(days: number, now: number): string[] {
-  const out: string[] = [];
-  for (let i = days - 1; i >= 0; i--) out.push(utcDay(now - i * 86_400_000));
-  return out;
 }
 
 async function writeAtomically(file: string, content: string): Promise<void> {

@@ -17,9 +17,8 @@
  */
 import { Redis, type RedisOptions } from "ioredis";
 import type { KeyEvent, KeyFilter, KeyPage, KeyPatch, KeyRecord, Touch, UsageDay } from "../keys/record.js";
-import { matchesFilter, utcDay } from "../keys/record.js";
+import { cursorOf, lastDays, matchesFilter, utcDay } from "../keys/record.js";
 import type { CircuitBreaker } from "./breaker.js";
-import { cursorOf, lastDays } from "./embedded.js";
 import { type KeyStore, StoreUnavailableError } from "./key-store.js";
 
 export interface RedisStoreOptions {
