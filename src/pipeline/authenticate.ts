@@ -12,6 +12,7 @@ import { isUsable, type KeyRecord } from "../keys/record.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import type { FailedAuthGuard } from "./failed-auth.js";
+import { joinQuery, parseQuery } from "./query.js";
 
 export interface AuthenticateDeps {
   formats: readonly KeyFormat[];
@@ -73,18 +74,11 @@ function extractCredential(ctx: RequestContext, strip: boolean): string | Gatewa
 export function takeQueryParameter(query: string, name: string): { value: string | undefined; rest: string } {
   let value: string | undefined;
   const kept: string[] = [];
-  for (const pair of query.slice(1).split("&")) {
-    const eq = pair.indexOf("=");
-    const key = eq === -1 ? pair : pair.slice(0, eq);
-    if (value === undefined && key === name) {
-      try {
-        value = decodeURIComponent((eq === -1 ? "" : pair.slice(eq + 1)).replace(/\+/g, " "));
-      } catch {
-        value = "";
-      }
-    } else if (pair !== "") kept.push(pair);
+  for (const pair of parseQuery(query)) {
+    if (value === undefined && pair.name === name) value = pair.value;
+    else if (pair.raw !== "") kept.push(pair.raw);
   }
-  return { value, rest: kept.length === 0 ? "" : `?${kept.join("&")}` };
+  return { value, rest: joinQuery(kept) };
 }
 
 export function authenticateStage(deps: AuthenticateDeps) {

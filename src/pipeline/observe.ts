@@ -8,6 +8,7 @@ import type { Histogram } from "prom-client";
 import type { Logger } from "../observability/logger.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
+import { joinQuery, parseQuery } from "./query.js";
 
 /** Status logged when the client went away before the response finished (nginx's convention). */
 export const CLIENT_CLOSED = 499;
@@ -77,17 +78,9 @@ export function queryRedactor(names: readonly string[]): (query: string) => stri
   if (names.length === 0) return (query) => query;
   const wanted = new Set(names);
   return (query) =>
-    `?${query
-      .slice(1)
-      .split("&")
-      .map((pair) => {
-        const eq = pair.indexOf("=");
-        const name = eq === -1 ? pair : pair.slice(0, eq);
-        let decoded = name;
-        try {
-          decoded = decodeURIComponent(name.replace(/\+/g, " "));
-        } catch {}
-        return wanted.has(decoded) ? `${name}=[REDACTED]` : pair;
-      })
-      .join("&")}`;
+    joinQuery(
+      parseQuery(query).map((pair) =>
+        wanted.has(pair.name) ? `${pair.raw.split("=")[0]}=[REDACTED]` : pair.raw,
+      ),
+    );
 }
