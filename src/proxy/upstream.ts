@@ -16,12 +16,21 @@ export interface Upstream {
 
 /**
  * Creates the upstream of a route. Routes with an identical upstream block
- * share one agent (and so one connection pool) through `pool`.
+ * share one agent (and so one connection pool) through `pool`; one that the
+ * previous configuration already had (`previous`, on reload) is kept with its
+ * open connections.
  */
-export function createUpstream(config: RouteConfig["upstream"], pool: Map<string, Upstream>): Upstream {
+export function createUpstream(
+  config: RouteConfig["upstream"],
+  pool: Map<string, Upstream>,
+  previous?: ReadonlyMap<string, Upstream>,
+): Upstream {
   const poolKey = JSON.stringify(config);
-  const existing = pool.get(poolKey);
-  if (existing) return existing;
+  const existing = pool.get(poolKey) ?? previous?.get(poolKey);
+  if (existing) {
+    pool.set(poolKey, existing);
+    return existing;
+  }
 
   const target = new URL(config.url);
   const common = {
@@ -50,8 +59,10 @@ export function createUpstream(config: RouteConfig["upstream"], pool: Map<string
   return upstream;
 }
 
-/** Closes every pooled connection (on shutdown or after a reload replaced the pool). */
-export function destroyUpstreams(pool: Map<string, Upstream>): void {
-  for (const upstream of pool.values()) upstream.agent.destroy();
-  pool.clear();
+/** Closes the pooled connections of every upstream in `pool` that `keep` does not still use. */
+export function destroyUpstreams(
+  pool: ReadonlyMap<string, Upstream>,
+  keep?: ReadonlyMap<string, Upstream>,
+): void {
+  for (const [key, upstream] of pool) if (keep?.get(key) !== upstream) upstream.agent.destroy();
 }

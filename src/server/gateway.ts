@@ -119,18 +119,22 @@ export class Gateway {
     return this.runtime.config;
   }
 
-  private compile(config: Config): Runtime {
+  private compile(config: Config, previous?: Runtime): Runtime {
     this.guard.configure(config.auth.failed_attempts.limit, config.auth.failed_attempts.window_ms);
-    return compileRuntime(config, {
-      lookup: this.lookup,
-      tracker: this.tracker,
-      limiter: this.deps.limiter,
-      guard: this.guard,
-      forwarder: this.forwarder,
-      metrics: this.deps.metrics,
-      logger: this.deps.logger,
-      now: this.now,
-    });
+    return compileRuntime(
+      config,
+      {
+        lookup: this.lookup,
+        tracker: this.tracker,
+        limiter: this.deps.limiter,
+        guard: this.guard,
+        forwarder: this.forwarder,
+        metrics: this.deps.metrics,
+        logger: this.deps.logger,
+        now: this.now,
+      },
+      previous,
+    );
   }
 
   private createKeyService(): KeyService {
@@ -168,10 +172,14 @@ export class Gateway {
    */
   reload(config: Config): void {
     const previous = this.runtime;
-    this.runtime = this.compile(config);
+    const next = this.compile(config, previous);
+    this.runtime = next;
     this.keyService = this.createKeyService();
-    // Let requests still using the old pools finish before their agents go.
-    setTimeout(() => destroyUpstreams(previous.upstreams), config.server.shutdown_grace_ms).unref();
+    // Pools the new configuration no longer uses close once requests still on them had time to finish.
+    setTimeout(
+      () => destroyUpstreams(previous.upstreams, next.upstreams),
+      config.server.shutdown_grace_ms,
+    ).unref();
   }
 
   private newContext(req: IncomingMessage, upgrade: boolean): RequestContext {

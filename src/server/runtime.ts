@@ -32,7 +32,7 @@ export interface Runtime {
   /** Stages before forwarding, in order. */
   readonly stages: readonly Stage[];
   readonly targets: ReadonlyMap<CompiledRoute, ForwardTarget>;
-  readonly upstreams: Map<string, Upstream>;
+  readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly render: ErrorRenderer;
   readonly redactQuery: (query: string) => string;
   readonly formats: readonly KeyFormat[];
@@ -52,12 +52,16 @@ export interface RuntimeServices {
   now: () => number;
 }
 
-export function compileRuntime(config: Config, services: RuntimeServices): Runtime {
+/** `previous` is the runtime being replaced (on reload): its unchanged upstream pools are reused. */
+export function compileRuntime(config: Config, services: RuntimeServices, previous?: Runtime): Runtime {
   const routes = config.routes.map(compileRoute);
   const upstreams = new Map<string, Upstream>();
   const targets = new Map<CompiledRoute, ForwardTarget>();
   for (const route of routes)
-    targets.set(route, services.forwarder.target(route, createUpstream(route.config.upstream, upstreams)));
+    targets.set(
+      route,
+      services.forwarder.target(route, createUpstream(route.config.upstream, upstreams, previous?.upstreams)),
+    );
 
   const formats = config.keys.formats.map(compileKeyFormat);
   const policies = compilePlans(config);
