@@ -351,6 +351,9 @@ function createListener(
     headersTimeout: server.headers_timeout_ms,
     requestTimeout: server.request_timeout_ms,
     keepAliveTimeout: server.keep_alive_timeout_ms,
+    // Node enforces the two timeouts above only when it sweeps its connections (every 30 s by
+    // default), so a 10 s headers timeout could take 40 s to fire.
+    connectionsCheckingInterval: Math.min(1_000, server.headers_timeout_ms, server.request_timeout_ms),
   };
   const listener: Server = tls
     ? createHttpsServer(
