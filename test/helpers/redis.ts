@@ -536,3 +536,41 @@ export async function snapshotNamespace(url: string, namespace: string): Promise
     restorer.disconnect();
   };
 }
+
+export interface NamespaceWatch {
+  /** Arguments of every command that named the namespace (markers excluded); clear it with `length = 0`. */
+  readonly seen: string[][];
+  /** Resolves once every command sent before this call has been seen (a marker's round trip). */
+  caughtUp(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Watches, with MONITOR, every command that names `namespace`. */
+export async function watchNamespace(url: string, namespace: string): Promise<NamespaceWatch> {
+  const client = new Redis(url);
+  const monitor = await client.monitor();
+  const seen: string[][] = [];
+  const markers = new Set<string>();
+  const markerPrefix = `${namespace}marker:`;
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    const marker = args.find((arg) => arg.startsWith(markerPrefix));
+    if (marker !== undefined) markers.add(marker);
+    else if (args.some((arg) => arg.includes(namespace))) seen.push(args);
+  });
+  return {
+    seen,
+    async caughtUp() {
+      const marker = `${markerPrefix}${randomBytes(6).toString("hex")}`;
+      await client.get(marker);
+      const deadline = Date.now() + 5_000;
+      while (!markers.has(marker)) {
+        if (Date.now() > deadline) throw new Error("MONITOR never showed the marker command");
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+    async stop() {
+      monitor.disconnect();
+      client.disconnect();
+    },
+  };
+}

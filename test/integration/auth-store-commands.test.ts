@@ -16,16 +16,15 @@ import {
   sleep,
   waitUntil,
 } from "../helpers/keys.js";
-import { uniqueNamespace } from "../helpers/redis.js";
+import { type NamespaceWatch, uniqueNamespace, watchNamespace } from "../helpers/redis.js";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
 let upstream: TestUpstream;
 let gateway: TestGateway;
 let namespace: string;
 let redis: Redis;
-let monitor: Awaited<ReturnType<Redis["monitor"]>>;
+let watch: NamespaceWatch;
 /** Every command Redis ran that names our namespace in its arguments. */
-const seen: string[][] = [];
 
 beforeAll(async () => {
   const url = inject("redisUrl");
@@ -43,14 +42,11 @@ routes:
 `);
   redis = new Redis(url, { lazyConnect: true });
   await redis.connect();
-  monitor = await redis.monitor();
-  monitor.on("monitor", (_time: string, args: string[]) => {
-    if (args.some((arg) => arg.includes(namespace))) seen.push(args);
-  });
+  watch = await watchNamespace(url, namespace);
 });
 
 afterAll(async () => {
-  monitor?.disconnect();
+  await watch?.stop();
   await gateway?.stop();
   await upstream?.close();
   const keys = await redis.keys(`${namespace}*`);
@@ -77,11 +73,9 @@ const MALFORMED = [
 describe("malformed keys never reach the store", () => {
   it("sends no store command for malformed keys, and one lookup for a well-formed unknown key", async () => {
     // Let the subscription and startup traffic settle, then prove the monitor sees the namespace.
-    await redis.get(`${namespace}probe`);
-    await waitUntil("the monitor to see a probe command", () =>
-      seen.some((args) => args.includes(`${namespace}probe`)),
-    );
+    await watch.caughtUp();
     await sleep(100);
+    const seen = watch.seen;
     seen.length = 0;
 
     for (const key of MALFORMED) {
@@ -95,11 +89,9 @@ describe("malformed keys never reach the store", () => {
         expect(JSON.parse(answer.text)).toMatchObject({ error: { code: "UNAUTHORIZED" } });
       }
     }
-    // A marker after the malformed requests: once the monitor shows it, everything before it was seen.
-    await redis.get(`${namespace}marker`);
-    await waitUntil("the marker command", () => seen.some((args) => args.includes(`${namespace}marker`)));
-    const fromGateway = seen.filter((args) => !args.includes(`${namespace}marker`));
-    expect(fromGateway).toEqual([]);
+    // Once the monitor shows a marker sent after the malformed requests, it has seen all they caused.
+    await watch.caughtUp();
+    expect(seen).toEqual([]);
     expect(upstream.requests).toHaveLength(0);
 
     // A well-formed unknown key is looked up: the same monitor catches it.

@@ -7,7 +7,6 @@
  * address, a key this instance has already verified still passes (it costs no
  * lookup); any other key gets 429.
  */
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import {
@@ -18,10 +17,9 @@ import {
   redisStoreYaml,
   sha256,
   sleep,
-  waitUntil,
 } from "../helpers/keys.js";
 import { dropNamespace, metricsText, metricValue } from "../helpers/ratelimit.js";
-import { uniqueNamespace } from "../helpers/redis.js";
+import { type NamespaceWatch, uniqueNamespace, watchNamespace } from "../helpers/redis.js";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
 const LIMIT = 5;
@@ -33,10 +31,8 @@ let redisUrl: string;
 let upstream: TestUpstream;
 let gateway: TestGateway;
 let namespace: string;
-let redis: Redis;
-let monitor: Awaited<ReturnType<Redis["monitor"]>>;
+let watch: NamespaceWatch;
 /** Every command Redis ran that names our namespace in its arguments. */
-const seen: string[][] = [];
 
 beforeAll(async () => {
   redisUrl = inject("redisUrl");
@@ -55,37 +51,25 @@ routes:
     match: { path_prefix: /api }
     upstream: { url: "${upstream.url}" }
 `);
-  redis = new Redis(redisUrl, { lazyConnect: true });
-  await redis.connect();
-  monitor = await redis.monitor();
-  monitor.on("monitor", (_time: string, args: string[]) => {
-    if (args.some((arg) => arg.includes(namespace))) seen.push(args);
-  });
+  watch = await watchNamespace(redisUrl, namespace);
 });
 
 afterAll(async () => {
-  monitor?.disconnect();
-  redis?.disconnect();
+  await watch?.stop();
   await gateway?.stop();
   await upstream?.close();
   if (namespace) await dropNamespace(redisUrl, namespace);
 });
 
-/** Waits until the monitor has seen everything sent before this call (a marker command). */
-async function monitorCaughtUp(): Promise<void> {
-  const marker = `${namespace}marker:${Math.random()}`;
-  await redis.get(marker);
-  await waitUntil("the monitor to see the marker", () => seen.some((args) => args.includes(marker)));
-}
-
 describe("failed-authentication throttle", () => {
   it("after 5 unknown keys the address gets 429 with Retry-After and no store command", async () => {
+    const seen = watch.seen;
     const port = gateway.addresses.proxy.port;
     const valid = await createKey(gateway.adminUrl, { label: "Valid", plan: "pro" });
     const uncached = await createKey(gateway.adminUrl, { label: "Uncached", plan: "pro" });
     // The valid key works, and is now in the gateway's cache.
     expect((await proxyRequest(port, "/api/ok", { key: valid.key })).status).toBe(200);
-    await monitorCaughtUp();
+    await watch.caughtUp();
     await sleep(50);
     seen.length = 0;
 
@@ -95,7 +79,7 @@ describe("failed-authentication throttle", () => {
       expect(answer.status).toBe(403);
       expect(answer.text).toBe(INVALID_API_KEY);
     }
-    await monitorCaughtUp();
+    await watch.caughtUp();
     // Each of them was looked up (the monitor sees the gateway's lookups).
     for (const key of unknown.slice(0, LIMIT)) {
       expect(seen.some((args) => args.includes(`${namespace}key:${sha256(key)}`))).toBe(true);
@@ -119,14 +103,14 @@ describe("failed-authentication throttle", () => {
     expect(upstream.requests.length).toBe(forwardedBefore);
 
     // Neither throttled request cost a Redis command.
-    await monitorCaughtUp();
-    expect(seen.filter((args) => !args.some((arg) => arg.startsWith(`${namespace}marker:`)))).toEqual([]);
+    await watch.caughtUp();
+    expect(seen).toEqual([]);
 
     // The key this instance already verified still passes: it needs no lookup.
     const cachedValid = await proxyRequest(port, "/api/ok", { key: valid.key });
     expect(cachedValid.status).toBe(200);
     expect(upstream.requests.length).toBe(forwardedBefore + 1);
-    await monitorCaughtUp();
+    await watch.caughtUp();
     expect(seen.some((args) => args.some((arg) => arg.startsWith(`${namespace}key:`)))).toBe(false);
 
     // Another address is not throttled: its valid key passes, its unknown key is looked up and refused.
@@ -135,7 +119,7 @@ describe("failed-authentication throttle", () => {
     const otherUnknown = randomRpKey();
     const refused = await proxyRequest(port, "/api/guess", { key: otherUnknown, headers: other });
     expect(refused.status).toBe(403);
-    await monitorCaughtUp();
+    await watch.caughtUp();
     expect(seen.some((args) => args.includes(`${namespace}key:${sha256(otherUnknown)}`))).toBe(true);
 
     const metrics = await metricsText(gateway.adminUrl);
