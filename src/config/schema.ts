@@ -154,6 +154,12 @@ const route = z.strictObject({
 
 const logging = z.strictObject({
   level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  access_log: z
+    .boolean()
+    .default(true)
+    .describe(
+      "One info line per request. Off, requests still count in the metrics; events (reloads, faults) are still logged.",
+    ),
   redact_headers: z
     .array(z.string().min(1).toLowerCase())
     .default([])

@@ -12,7 +12,11 @@ export interface GatewayMetrics {
   readonly requests: Counter<"route" | "method" | "status">;
   readonly requestDuration: Histogram<"route">;
   readonly upstreamDuration: Histogram<"route">;
-  readonly inFlight: Gauge;
+  /**
+   * Readers of the requests in flight, summed when the gauge is scraped: counting in the
+   * gauge itself would cost two updates on every request.
+   */
+  readonly inFlightReaders: Set<() => number>;
   readonly upstreamErrors: Counter<"route" | "code">;
   readonly configReloads: Counter<"result">;
   readonly rateLimitDecisions: Counter<"route" | "result">;
@@ -26,7 +30,19 @@ export function createMetrics(
 ): GatewayMetrics {
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "keygate_" });
   const registers = [registry];
+  const inFlightReaders = new Set<() => number>();
+  new Gauge({
+    name: "keygate_requests_in_flight",
+    help: "Requests being handled.",
+    registers,
+    collect() {
+      let sum = 0;
+      for (const read of inFlightReaders) sum += read();
+      this.set(sum);
+    },
+  });
   return {
+    inFlightReaders,
     requests: new Counter({
       name: "keygate_requests_total",
       help: "Requests answered, by route, method and status ('none' when no route matched).",
@@ -47,7 +63,6 @@ export function createMetrics(
       buckets: LATENCY_BUCKETS,
       registers,
     }),
-    inFlight: new Gauge({ name: "keygate_requests_in_flight", help: "Requests being handled.", registers }),
     upstreamErrors: new Counter({
       name: "keygate_upstream_errors_total",
       help: "Upstream failures by route and mapped error code.",
@@ -77,5 +92,25 @@ export function createMetrics(
       help: "1 while the store circuit breaker is open or probing, 0 when closed.",
       registers,
     }),
+  };
+}
+
+/**
+ * A metric's `labels(...)`, cached per combination of label values. A labelled
+ * `inc()` or `observe()` hashes its label object on every call; the hot path
+ * binds children once instead. Only for labels with a bounded set of values.
+ */
+export function cachedLabels<Child>(metric: {
+  labels(...values: string[]): Child;
+}): (...values: string[]) => Child {
+  const children = new Map<string, Child>();
+  return (...values) => {
+    const id = values.join("\u0000");
+    let child = children.get(id);
+    if (child === undefined) {
+      child = metric.labels(...values);
+      children.set(id, child);
+    }
+    return child;
   };
 }

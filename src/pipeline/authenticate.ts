@@ -9,7 +9,7 @@ import { hashKey, type KeyFormat } from "../keys/format.js";
 import type { LastUsedTracker } from "../keys/last-used.js";
 import type { KeyLookup } from "../keys/lookup.js";
 import { isUsable, type KeyRecord } from "../keys/record.js";
-import type { GatewayMetrics } from "../observability/metrics.js";
+import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import type { FailedAuthGuard } from "./failed-auth.js";
 import { joinQuery, parseQuery } from "./query.js";
@@ -83,11 +83,12 @@ export function takeQueryParameter(query: string, name: string): { value: string
 
 export function authenticateStage(deps: AuthenticateDeps) {
   const { formats, lookup, tracker, now, guard, metrics } = deps;
+  const authenticationsOf = cachedLabels(metrics.authentications);
 
   /** A presented credential that failed counts toward its address's failed-attempt limit. */
   const refuse = (ctx: RequestContext, result: string, error: GatewayError): GatewayError => {
     guard.fail(ctx.clientAddress);
-    metrics.authentications.inc({ result });
+    authenticationsOf(result).inc();
     return error;
   };
 
@@ -105,12 +106,12 @@ export function authenticateStage(deps: AuthenticateDeps) {
     }
     ctx.principal = { key: record };
     tracker.record(hash, record.id);
-    metrics.authentications.inc({ result: "ok" });
+    authenticationsOf("ok").inc();
     return undefined;
   };
 
   const storeUnavailable = (cause: unknown): GatewayError => {
-    metrics.authentications.inc({ result: "store_error" });
+    authenticationsOf("store_error").inc();
     return new GatewayError("STORE_UNAVAILABLE", {
       detail: (cause as Error)?.message ?? String(cause),
       cause,
@@ -121,7 +122,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (ctx.route!.config.auth.public) return undefined;
     const key = extractCredential(ctx, deps.stripCredential);
     if (typeof key !== "string") {
-      metrics.authentications.inc({ result: "missing" });
+      authenticationsOf("missing").inc();
       return key;
     }
     const wellFormed = formats.some((format) => format.matches(key));
@@ -133,7 +134,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (wait > 0) {
       const cached = wellFormed ? lookup.peek(hash) : undefined;
       if (cached && isUsable(cached, now())) return accept(ctx, hash, cached);
-      metrics.authentications.inc({ result: "throttled" });
+      authenticationsOf("throttled").inc();
       return new GatewayError("RATE_LIMITED", {
         detail: "too many failed authentications from this address",
         params: { retry_after: wait },

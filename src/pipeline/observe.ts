@@ -4,9 +4,8 @@
  * slip into a log line.
  */
 import type { ServerResponse } from "node:http";
-import type { Histogram } from "prom-client";
 import type { Logger } from "../observability/logger.js";
-import type { GatewayMetrics } from "../observability/metrics.js";
+import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import { joinQuery, parseQuery } from "./query.js";
 
@@ -15,28 +14,18 @@ export const CLIENT_CLOSED = 499;
 
 export type Observer = (ctx: RequestContext, res: ServerResponse) => void;
 
-/** Builds the observer; `redactQuery` returns the query safe to log. */
-export function createObserver(
-  logger: Logger,
-  metrics: GatewayMetrics,
-  redactQuery: (query: string) => string,
-): Observer {
-  // Histogram children bound once per route: labelled observe() would hash the labels every time.
-  const histograms = new Map<
-    string,
-    { request: Histogram.Internal<"route">; upstream: Histogram.Internal<"route"> }
-  >();
-  const histogramsOf = (route: string) => {
-    let bound = histograms.get(route);
-    if (!bound) {
-      bound = {
-        request: metrics.requestDuration.labels(route),
-        upstream: metrics.upstreamDuration.labels(route),
-      };
-      histograms.set(route, bound);
-    }
-    return bound;
-  };
+export interface ObserverOptions {
+  /** Whether each request gets an access line (metrics are recorded either way). */
+  accessLog: boolean;
+  /** Returns the query safe to log. */
+  redactQuery: (query: string) => string;
+}
+
+export function createObserver(logger: Logger, metrics: GatewayMetrics, options: ObserverOptions): Observer {
+  const { accessLog, redactQuery } = options;
+  const requestsOf = cachedLabels(metrics.requests);
+  const requestDurationOf = cachedLabels(metrics.requestDuration);
+  const upstreamDurationOf = cachedLabels(metrics.upstreamDuration);
 
   return function observe(ctx, res) {
     const durationMs = performance.now() - ctx.startedAt;
@@ -44,10 +33,10 @@ export function createObserver(
     const status = res.writableFinished || ctx.error ? res.statusCode : CLIENT_CLOSED;
     const routeName = ctx.route?.name ?? "none";
     const method = ctx.req.method ?? "";
-    metrics.requests.inc({ route: routeName, method, status });
-    const bound = histogramsOf(routeName);
-    bound.request.observe(durationMs / 1000);
-    if (ctx.upstreamMs >= 0) bound.upstream.observe(ctx.upstreamMs / 1000);
+    requestsOf(routeName, method, String(status)).inc();
+    requestDurationOf(routeName).observe(durationMs / 1000);
+    if (ctx.upstreamMs >= 0) upstreamDurationOf(routeName).observe(ctx.upstreamMs / 1000);
+    if (!accessLog) return;
     logger.info(
       {
         req_id: ctx.requestId,

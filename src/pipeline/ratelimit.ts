@@ -8,7 +8,7 @@
 import type { Config } from "../config/schema.js";
 import { GatewayError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
-import type { GatewayMetrics } from "../observability/metrics.js";
+import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
 import { type AppliedWindow, renderRateLimit } from "../ratelimit/headers.js";
 import type { Decision, LimitStore, WindowCheck } from "../ratelimit/limit-store.js";
 import { type KeyLimitOverrides, type PlanPolicy, withOverrides } from "../ratelimit/policy.js";
@@ -29,6 +29,7 @@ export interface RateLimitDeps {
 export function rateLimitStage(deps: RateLimitDeps) {
   const { limiter, policies, options, metrics, namespace } = deps;
   const lastFailOpenLog = new Map<string, number>();
+  const decisionsOf = cachedLabels(metrics.rateLimitDecisions);
 
   const decide = (
     ctx: RequestContext,
@@ -38,14 +39,13 @@ export function rateLimitStage(deps: RateLimitDeps) {
     const route = ctx.route!.name;
     const { headers, retryAfter } = renderRateLimit(decision, applied, options.headers);
     decision.windows.forEach((w, i) => {
-      if (w.exceeded && applied[i]!.rule.shadow)
-        metrics.rateLimitDecisions.inc({ route, result: "shadow_exceeded" });
+      if (w.exceeded && applied[i]!.rule.shadow) decisionsOf(route, "shadow_exceeded").inc();
     });
     if (!decision.allowed) {
-      metrics.rateLimitDecisions.inc({ route, result: "rejected" });
+      decisionsOf(route, "rejected").inc();
       return new GatewayError("RATE_LIMITED", { params: { retry_after: retryAfter }, headers });
     }
-    metrics.rateLimitDecisions.inc({ route, result: "allowed" });
+    decisionsOf(route, "allowed").inc();
     ctx.responseHeaders = headers;
     return undefined;
   };
@@ -53,10 +53,10 @@ export function rateLimitStage(deps: RateLimitDeps) {
   const storeFailed = (ctx: RequestContext, cause: unknown): GatewayError | undefined => {
     const route = ctx.route!;
     if (route.config.rate_limit.fail === "closed") {
-      metrics.rateLimitDecisions.inc({ route: route.name, result: "fail_closed" });
+      decisionsOf(route.name, "fail_closed").inc();
       return new GatewayError("STORE_UNAVAILABLE", { detail: (cause as Error)?.message, cause });
     }
-    metrics.rateLimitDecisions.inc({ route: route.name, result: "fail_open" });
+    decisionsOf(route.name, "fail_open").inc();
     const now = deps.monotonic();
     if (
       now - (lastFailOpenLog.get(route.name) ?? Number.NEGATIVE_INFINITY) >=

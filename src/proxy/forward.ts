@@ -130,8 +130,8 @@ export class Forwarder {
     // Node has already answered the client's `Expect: 100-continue`. Passed on, the header would
     // make http-proxy-3 skip its proxyReq event, so no timeout could abort the upstream request.
     if (req.headers.expect !== undefined) delete req.headers.expect;
+    // Cleared on the upstream's answer or fault, or by `closed` when the client goes first.
     state.timer = setTimeout(() => this.onTimeout(state, res), target.responseTimeoutMs);
-    res.once("close", () => clearTimeout(state.timer));
     target.proxy.web(req, res, (error) => this.onWebError(state, res, error as Error));
     // response_ms is the upstream's time to answer a complete request: while the client is still
     // sending the body, each chunk restarts the clock, so a slow upload is not a slow upstream.
@@ -142,6 +142,12 @@ export class Forwarder {
       req.on("data", restart);
       req.once("end", restart);
     }
+  }
+
+  /** The response to `req` has closed: whatever forwarding still waits for is over. */
+  closed(req: IncomingMessage): void {
+    const state = (req as TrackedRequest)[IN_FLIGHT];
+    if (state) clearTimeout(state.timer);
   }
 
   ws(ctx: RequestContext, socket: Duplex, head: Buffer, target: ForwardTarget): void {

@@ -65,6 +65,7 @@ export class Gateway {
   private readonly adminServer: Server;
   private readonly upgradedSockets = new Set<Duplex>();
   private inFlight = 0;
+  private readonly readInFlight = () => this.inFlight;
   private draining = false;
   private drained: (() => void) | undefined;
 
@@ -94,7 +95,11 @@ export class Gateway {
     });
     this.runtime = this.compile(config);
     this.keyService = this.createKeyService();
-    this.observe = createObserver(deps.logger, deps.metrics, (q) => this.runtime.redactQuery(q));
+    deps.metrics.inFlightReaders.add(this.readInFlight);
+    this.observe = createObserver(deps.logger, deps.metrics, {
+      accessLog: config.logging.access_log,
+      redactQuery: (q) => this.runtime.redactQuery(q),
+    });
     this.proxyServer = createListener(config, config.listeners.proxy.tls, (req, res) =>
       this.handle(req, res),
     );
@@ -204,7 +209,6 @@ export class Gateway {
     const runtime = this.runtime;
     const ctx = this.newContext(req, false);
     this.inFlight++;
-    this.deps.metrics.inFlight.inc();
     res.once("close", () => this.finish(ctx, res));
     if (this.draining) res.shouldKeepAlive = false;
 
@@ -289,7 +293,7 @@ export class Gateway {
 
   private finish(ctx: RequestContext, res: ServerResponse): void {
     this.inFlight--;
-    this.deps.metrics.inFlight.dec();
+    this.forwarder.closed(ctx.req);
     try {
       this.observe(ctx, res);
     } catch (error) {
@@ -330,6 +334,7 @@ export class Gateway {
       this.adminServer.close(() => resolve());
       this.adminServer.closeAllConnections();
     });
+    this.deps.metrics.inFlightReaders.delete(this.readInFlight);
     this.deps.logger.info({ in_flight: this.inFlight }, "stopped");
   }
 }

@@ -17,9 +17,9 @@ afterEach(async () => {
   upstream = undefined;
 });
 
-async function start(): Promise<TestGateway> {
+async function start(settings = ""): Promise<TestGateway> {
   upstream ??= await startUpstream();
-  gateway = await startGateway(`
+  gateway = await startGateway(`${settings}
 routes:
   - name: api
     match: { path_prefix: /api }
@@ -66,6 +66,48 @@ describe("admin listener", () => {
     expect(metrics.body).toContain('keygate_requests_total{route="other",method="POST",status="200"} 1');
     expect(metrics.body).toMatch(/keygate_request_duration_seconds_count\{route="api"\} 3/);
     expect(metrics.body).toMatch(/keygate_upstream_duration_seconds_count\{route="api"\} 3/);
+  });
+
+  it("counts requests in flight in keygate_requests_in_flight", async () => {
+    upstream = await startUpstream();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    upstream.setHandler((_req, res) => void released.then(() => res.end("finished")));
+    const { addresses } = await start();
+    const inFlightGauge = async () =>
+      /^keygate_requests_in_flight (\d+)$/m.exec((await get(addresses.admin.port, "/metrics")).body)?.[1];
+    expect(await inFlightGauge()).toBe("0");
+
+    const arrived = [upstream.nextRequest(), upstream.nextRequest()];
+    const held = [
+      send(addresses.proxy.port, { path: "/api/a" }),
+      send(addresses.proxy.port, { path: "/other/b" }),
+    ];
+    await Promise.all(arrived);
+    expect(await inFlightGauge()).toBe("2");
+    release();
+    expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
+    await expect.poll(inFlightGauge).toBe("0");
+  });
+
+  it("with logging.access_log off, writes no access line yet still counts the request", async () => {
+    const { addresses, logLines } = await start("logging: { access_log: false }");
+    expect((await send(addresses.proxy.port, { path: "/api/x" })).status).toBe(200);
+    await expect
+      .poll(async () => (await get(addresses.admin.port, "/metrics")).body)
+      .toContain('keygate_requests_total{route="api",method="GET",status="200"} 1');
+    expect(logLines().filter((line) => line.msg === "request")).toEqual([]);
+    expect(logLines().some((line) => line.msg === "keygate listening")).toBe(true);
+  });
+
+  it("writes one access line per request by default", async () => {
+    const { addresses, logLines } = await start();
+    expect((await send(addresses.proxy.port, { path: "/api/x" })).status).toBe(200);
+    await expect
+      .poll(() => logLines().filter((line) => line.msg === "request"))
+      .toEqual([expect.objectContaining({ route: "api", path: "/api/x", status: 200 })]);
   });
 
   it("turns /readyz to 503 once shutdown starts, while an in-flight request finishes", async () => {

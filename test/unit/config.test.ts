@@ -1,7 +1,9 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${VAR} placeholders are the subject of these tests
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadConfigFile, parseConfig } from "../../src/config/load.js";
+import { configJsonSchema } from "../../src/config/schema.js";
 import { ConfigError, type ConfigProblem } from "../../src/errors.js";
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/config/${name}`, import.meta.url));
@@ -234,5 +236,12 @@ describe("loadConfigFile", () => {
     expect((error as ConfigError).problems).toEqual([
       { path: "", line: undefined, message: expect.stringMatching(/^cannot read file: .*ENOENT/) },
     ]);
+  });
+});
+
+describe("config/keygate.schema.json", () => {
+  it("is the schema the code validates with (regenerate with npm run schema)", () => {
+    const committed = readFileSync(new URL("../../config/keygate.schema.json", import.meta.url), "utf8");
+    expect(JSON.parse(committed)).toEqual(configJsonSchema());
   });
 });
