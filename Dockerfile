@@ -71,5 +71,8 @@ STOPSIGNAL SIGTERM
 
 # node runs as PID 1: fine, keygate handles SIGTERM/SIGINT/SIGHUP itself and
 # spawns no children to reap.
-ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+# A young generation of 32 MB semi-spaces instead of V8's 16: at thousands of requests per
+# second the default scavenges so often that in-flight requests get promoted, and with a
+# large key cache the gateway spends a quarter of its time in GC (README, Performance).
+ENTRYPOINT ["node", "--max-semi-space-size=32", "/app/dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/keygate/gateway.yaml"]
