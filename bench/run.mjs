@@ -8,6 +8,9 @@
 // the other core. Throughput is measured at saturation with wrk (autocannon
 // when wrk is missing), latency at a fixed rate of half the target's
 // saturation with autocannon. Each figure is the median of the rounds.
+// Per request, it also reports the CPU time the proxy process spent (from
+// /proc, so independent of how busy the load's core was) and the Redis work:
+// commands executed, and calls made (script calls and lookups).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (2),
 // BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names).
@@ -29,6 +32,9 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 100_000);
 const ONLY = process.env.BENCH_ONLY?.split(",");
 const NAMESPACE = "bench:";
+// Every Node proxy under test runs with the V8 flags keygate ships with (Dockerfile, npm start),
+// so the comparison is between the code, not the runtime settings.
+const NODE_FLAGS = ["--max-semi-space-size=32"];
 const HUGE = 1_000_000_000;
 
 const has = (command) => {
@@ -56,16 +62,23 @@ function freePort() {
 }
 
 /**
- * Starts a process with its stdout going to a file (so the runner spends no CPU on the
- * target's logs) and resolves when `ready(line)` matches a line written there.
+ * Starts a process and resolves when `ready(line)` matches a line of its stdout. Its stdout
+ * goes through a pipe to a `cat` on the load's core that writes it to a file, as a container
+ * runtime would collect it: the target pays for writing its logs, not for the disk behind them.
  */
 function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes("listening") } = {}) {
   const [command, args] = pin(core, argv);
   const logFile = join(work, `${name}.log`);
   const out = openSync(logFile, "w");
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", out, "pipe"] });
+  const [sinkCommand, sinkArgs] = pin(1, ["cat"]);
+  const sink = spawn(sinkCommand, sinkArgs, { stdio: ["pipe", out, "ignore"] });
   closeSync(out);
-  children.push(child);
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", sink.stdin, "pipe"],
+  });
+  children.push(child, sink);
+  sink.stdin.destroy(); // the target holds the pipe now: when it exits, the sink does too
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   return new Promise((resolve, reject) => {
@@ -74,7 +87,7 @@ function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes
       const line = readFileSync(logFile, "utf8").split("\n").find(ready);
       if (line !== undefined) {
         clearInterval(poll);
-        resolve({ child, line });
+        resolve({ child, line, pid: child.pid });
       } else if (Date.now() - started > 15_000) {
         clearInterval(poll);
         reject(new Error(`${name} did not start:\n${stderr}`));
@@ -88,6 +101,30 @@ function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" })) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU time (µs) used so far by a process and its children (nginx's worker), from /proc; NaN elsewhere. */
+function cpuMicros(pid) {
+  const ticks = (id) => {
+    const fields = readFileSync(`/proc/${id}/stat`, "utf8").split(") ")[1].split(" ");
+    return Number(fields[11]) + Number(fields[12]); // utime + stime
+  };
+  try {
+    let total = ticks(pid);
+    const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
+    for (const kid of kids ? kids.split(" ") : []) total += ticks(kid);
+    return (total * 1e6) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
 
 // ---------------------------------------------------------------- fixtures
 
@@ -125,14 +162,23 @@ async function seedRedis(redis, keys) {
   }
 }
 
-function keygateConfig({ port, adminPort, store, redisUrl, windows, extra = "" }) {
+function keygateConfig({
+  port,
+  adminPort,
+  store,
+  redisUrl,
+  windows,
+  accessLog = false,
+  publicRoute = false,
+}) {
   const rule = windows ? `\n    limits:\n      - { name: api, windows: ${windows} }` : "";
   return `
 listeners:
   proxy: { host: 127.0.0.1, port: ${port} }
   admin: { host: 127.0.0.1, port: ${adminPort} }
 server: { keep_alive_timeout_ms: 60000 }
-logging: { level: ${process.env.BENCH_LOG_LEVEL ?? "info"} }
+# Off but for the target that measures it: no other target here writes a line per request.
+logging: { level: info, access_log: ${accessLog} }
 store:
   type: ${store}
   embedded: { path: ${join(work, `keys-${port}.json`)} }
@@ -143,12 +189,12 @@ auth: { failed_attempts: { limit: ${HUGE} } }
 # staleness when events are lost, and it must exceed a key's time between requests to be useful.
 keys: { last_used_flush_ms: 3600000, cache: { size: ${Math.max(100_000, 2 * KEY_COUNT)}, ttl_ms: 3600000 } }
 plans:
-  bench:${rule}
+  bench:${rule || " {}"}
 routes:
   - name: api
     match: { path_prefix: / }
     upstream: { url: "${process.env.BENCH_UPSTREAM}" }
-${extra}`;
+    auth: { public: ${publicRoute} }`;
 }
 
 function nginxConfig(port, upstreamPort) {
@@ -253,21 +299,21 @@ async function fixedRate(url, headerFile, seconds, rate, sequentialAmount = 0) {
 
 /**
  * Redis work so far: every command executed (`commands`, including those run
- * inside Lua scripts) and the round trips clients made on the request path
- * (`trips`: script calls and key lookups, the only request-path commands of
+ * inside Lua scripts) and the calls clients made on the request path
+ * (`calls`: script calls and key lookups, the only request-path commands of
  * every target here).
  */
 const TOP_LEVEL = new Set(["evalsha", "eval", "evalsha_ro", "eval_ro", "hgetall"]);
 async function commandStats(redis) {
   const info = await redis.info("commandstats");
   let commands = 0;
-  let trips = 0;
+  let requestPathCalls = 0;
   for (const [, name, calls] of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
     if (name === "info") continue;
     commands += Number(calls);
-    if (TOP_LEVEL.has(name)) trips += Number(calls);
+    if (TOP_LEVEL.has(name)) requestPathCalls += Number(calls);
   }
-  return { commands, trips };
+  return { commands, calls: requestPathCalls };
 }
 
 // ---------------------------------------------------------------- main
@@ -309,7 +355,7 @@ async function main() {
   const redis = new Redis(redisUrl);
 
   const upstreamPort = await freePort();
-  await start("upstream", [process.execPath, join(here, "upstream.mjs")], {
+  const upstream = await start("upstream", [process.execPath, join(here, "upstream.mjs")], {
     env: { PORT: String(upstreamPort) },
     core: 1,
   });
@@ -341,6 +387,7 @@ async function main() {
     }
     const argv = [
       process.execPath,
+      ...NODE_FLAGS,
       ...(process.env.BENCH_CPU_PROF
         ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench/results/profiles")}`]
         : []),
@@ -349,19 +396,19 @@ async function main() {
       "--config",
       file,
     ];
-    await start(name, argv, { ready: (line) => line.includes("keygate listening") });
-    return `http://127.0.0.1:${port}/`;
+    const { pid } = await start(name, argv, { ready: (line) => line.includes("keygate listening") });
+    return { url: `http://127.0.0.1:${port}/`, pid };
   };
   const node = async (name, script) => {
     const port = await freePort();
-    await start(name, [process.execPath, join(here, script)], {
+    const { pid } = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
       env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE },
     });
-    return `http://127.0.0.1:${port}/`;
+    return { url: `http://127.0.0.1:${port}/`, pid };
   };
 
   const targets = [
-    { name: "upstream alone", url: `${upstreamUrl}/`, headers: headers.none },
+    { name: "upstream alone", url: `${upstreamUrl}/`, pid: upstream.pid, headers: headers.none },
     {
       name: "bare http-proxy-3",
       baseline: true,
@@ -377,9 +424,10 @@ async function main() {
         const conf = join(work, "nginx.conf");
         writeFileSync(conf, nginxConfig(port, upstreamPort));
         const [command, args] = pin(0, ["nginx", "-c", conf, "-p", work]);
-        children.push(spawn(command, args, { stdio: "ignore" }));
+        const master = spawn(command, args, { stdio: "ignore" });
+        children.push(master);
         await sleep(500);
-        return `http://127.0.0.1:${port}/`;
+        return { url: `http://127.0.0.1:${port}/`, pid: master.pid };
       },
       headers: headers.none,
     });
@@ -391,10 +439,21 @@ async function main() {
       headers: headers.one,
     },
     {
+      name: "keygate, public route (no key, no limit)",
+      start: () => keygate("kg-public", { store: "redis", publicRoute: true }),
+      headers: headers.none,
+    },
+    {
       name: "keygate redis, 1 key, 1 window",
       redis: true,
-      key: "main",
       start: () => keygate("kg-redis", { store: "redis", windows: `{ minute: ${HUGE} }` }),
+      headers: headers.one,
+    },
+    {
+      name: "keygate redis, 1 key, 1 window, access log on",
+      redis: true,
+      start: () =>
+        keygate("kg-redis-log", { store: "redis", windows: `{ minute: ${HUGE} }`, accessLog: true }),
       headers: headers.one,
     },
     {
@@ -442,7 +501,7 @@ async function main() {
   const manyTarget = targets.find((t) => t.headers === headers.many);
   if (manyTarget) manyTarget.prewarm = headers.many;
   const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.some((o) => t.name.includes(o)));
-  for (const target of selected) if (target.start) target.url = await target.start();
+  for (const target of selected) if (target.start) Object.assign(target, await target.start());
   for (const target of selected) {
     if (target.prewarm) await fixedRate(target.url, target.prewarm, 0, 0, KEY_COUNT);
   }
@@ -450,7 +509,7 @@ async function main() {
   const samples = new Map(
     selected.map((t) => [
       t.name,
-      { rps: [], p50: [], p99: [], lat50: [], lat99: [], cmds: [], trips: [], non2xx: [] },
+      { rps: [], p50: [], p99: [], lat50: [], lat99: [], cpu: [], cmds: [], calls: [], non2xx: [] },
     ]),
   );
   for (let round = 1; round <= ROUNDS; round++) {
@@ -458,8 +517,11 @@ async function main() {
       const s = samples.get(target.name);
       await saturate(target.url, target.headers, WARMUP);
       const before = target.redis ? await commandStats(redis) : undefined;
+      const cpuBefore = cpuMicros(target.pid);
       const sat = await saturate(target.url, target.headers, SECONDS);
+      const cpuAfter = cpuMicros(target.pid);
       const after = target.redis ? await commandStats(redis) : undefined;
+      s.cpu.push((cpuAfter - cpuBefore) / Math.max(1, sat.rps * SECONDS));
       s.rps.push(sat.rps);
       s.p50.push(sat.p50);
       s.p99.push(sat.p99);
@@ -467,7 +529,7 @@ async function main() {
       if (before && after) {
         const requests = Math.max(1, sat.rps * SECONDS);
         s.cmds.push((after.commands - before.commands) / requests);
-        s.trips.push((after.trips - before.trips) / requests);
+        s.calls.push((after.calls - before.calls) / requests);
       }
       const rate = Math.round(median(s.rps) / 2);
       const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
@@ -489,8 +551,9 @@ async function main() {
       p50_ms: round2(median(s.lat50)),
       p99_ms: round2(median(s.lat99)),
       sat_p99_ms: round2(median(s.p99)),
+      cpu_us_per_req: round2(median(s.cpu)),
       redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
-      redis_round_trips_per_req: s.trips.length ? round2(median(s.trips)) : null,
+      redis_calls_per_req: s.calls.length ? round2(median(s.calls)) : null,
       non2xx_share: round2(median(s.non2xx)),
     };
   });
@@ -534,8 +597,9 @@ function printTable({ machine, settings, rows }) {
     "p50 ms @½",
     "p99 ms @½",
     "p99 ms sat",
+    "CPU µs/req",
     "redis cmds/req",
-    "round trips/req",
+    "Redis calls/req",
     "non-2xx",
   ];
   const lines = rows.map((r) => [
@@ -545,8 +609,9 @@ function printTable({ machine, settings, rows }) {
     r.p50_ms,
     r.p99_ms,
     r.sat_p99_ms,
+    r.cpu_us_per_req ?? "-",
     r.redis_cmds_per_req ?? "-",
-    r.redis_round_trips_per_req ?? "-",
+    r.redis_calls_per_req ?? "-",
     r.non2xx_share,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
