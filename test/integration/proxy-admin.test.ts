@@ -33,6 +33,18 @@ routes:
   return gateway;
 }
 
+/** An upstream that answers "finished" to every request once `release()` is called. */
+async function startHeldUpstream(): Promise<{ slow: TestUpstream; release: () => void }> {
+  const slow = await startUpstream();
+  upstream = slow;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  slow.setHandler((_req, res) => void released.then(() => res.end("finished")));
+  return { slow, release };
+}
+
 describe("admin listener", () => {
   it("answers /healthz and /readyz with 200", async () => {
     const { addresses } = await start();
@@ -69,18 +81,13 @@ describe("admin listener", () => {
   });
 
   it("counts requests in flight in keygate_requests_in_flight", async () => {
-    upstream = await startUpstream();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    upstream.setHandler((_req, res) => void released.then(() => res.end("finished")));
+    const { slow, release } = await startHeldUpstream();
     const { addresses } = await start();
     const inFlightGauge = async () =>
       /^keygate_requests_in_flight (\d+)$/m.exec((await get(addresses.admin.port, "/metrics")).body)?.[1];
     expect(await inFlightGauge()).toBe("0");
 
-    const arrived = [upstream.nextRequest(), upstream.nextRequest()];
+    const arrived = [slow.nextRequest(), slow.nextRequest()];
     const held = [
       send(addresses.proxy.port, { path: "/api/a" }),
       send(addresses.proxy.port, { path: "/other/b" }),
@@ -111,17 +118,12 @@ describe("admin listener", () => {
   });
 
   it("turns /readyz to 503 once shutdown starts, while an in-flight request finishes", async () => {
-    upstream = await startUpstream();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    upstream.setHandler((_req, res) => void released.then(() => res.end("finished")));
+    const { slow, release } = await startHeldUpstream();
     const gw = await start();
     const admin = gw.addresses.admin.port;
     expect((await get(admin, "/readyz")).status).toBe(200);
 
-    const arrived = upstream.nextRequest();
+    const arrived = slow.nextRequest();
     const inFlight = send(gw.addresses.proxy.port, { path: "/api/held" });
     await arrived;
     const stopped = gw.stop();
