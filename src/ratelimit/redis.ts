@@ -134,14 +134,13 @@ export class RedisLimitStore implements LimitStore {
         args.push(check.limit, check.windowMs, check.sliding ? 1 : 0, check.shadow ? 1 : 0);
       }
     }
+    // Requests already settled ignore the rejection: a broken reply fails only the rest.
     this.breaker
       .run(() => this.call(keys, args))
-      .then(
-        (reply) => settle(batch, reply),
-        (error: unknown) => {
-          for (const request of batch) request.reject(error);
-        },
-      );
+      .then((reply) => settle(batch, reply))
+      .catch((error: unknown) => {
+        for (const request of batch) request.reject(error);
+      });
   }
 
   private async call(keys: string[], args: number[]): Promise<number[]> {
