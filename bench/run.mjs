@@ -7,7 +7,8 @@
 // (taskset, when available); upstream, Redis and the load generator share
 // the other core. Throughput is measured at saturation with wrk (autocannon
 // when wrk is missing), latency at a fixed rate of half the target's
-// saturation with autocannon. Each figure is the median of the rounds.
+// saturation with autocannon. Each figure is the median of the rounds; every
+// round starts each target afresh, so the median spans several processes.
 // Per request, it also reports the CPU time the proxy process spent (from
 // /proc, so independent of how busy the load's core was) and the Redis work:
 // commands executed, and calls made (script calls and lookups).
@@ -58,6 +59,22 @@ function freePort() {
       const { port } = probe.address();
       probe.close(() => resolve(port));
     });
+  });
+}
+
+/** Stops a child process (SIGTERM, SIGKILL after 5 s) and resolves once it has exited. */
+function stopProcess(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    const kill = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    child.once("exit", () => {
+      clearTimeout(kill);
+      resolve();
+    });
+    child.kill("SIGTERM");
   });
 }
 
@@ -396,15 +413,15 @@ async function main() {
       "--config",
       file,
     ];
-    const { pid } = await start(name, argv, { ready: (line) => line.includes("keygate listening") });
-    return { url: `http://127.0.0.1:${port}/`, pid };
+    const { child } = await start(name, argv, { ready: (line) => line.includes("keygate listening") });
+    return { url: `http://127.0.0.1:${port}/`, pid: child.pid, stop: () => stopProcess(child) };
   };
   const node = async (name, script) => {
     const port = await freePort();
-    const { pid } = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
+    const { child } = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
       env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE },
     });
-    return { url: `http://127.0.0.1:${port}/`, pid };
+    return { url: `http://127.0.0.1:${port}/`, pid: child.pid, stop: () => stopProcess(child) };
   };
 
   const targets = [
@@ -427,7 +444,7 @@ async function main() {
         const master = spawn(command, args, { stdio: "ignore" });
         children.push(master);
         await sleep(500);
-        return { url: `http://127.0.0.1:${port}/`, pid: master.pid };
+        return { url: `http://127.0.0.1:${port}/`, pid: master.pid, stop: () => stopProcess(master) };
       },
       headers: headers.none,
     });
@@ -501,10 +518,6 @@ async function main() {
   const manyTarget = targets.find((t) => t.headers === headers.many);
   if (manyTarget) manyTarget.prewarm = headers.many;
   const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.some((o) => t.name.includes(o)));
-  for (const target of selected) if (target.start) Object.assign(target, await target.start());
-  for (const target of selected) {
-    if (target.prewarm) await fixedRate(target.url, target.prewarm, 0, 0, KEY_COUNT);
-  }
 
   const samples = new Map(
     selected.map((t) => [
@@ -515,6 +528,10 @@ async function main() {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const target of selected) {
       const s = samples.get(target.name);
+      // A fresh process every round: two processes of one build can settle ~10 % apart, so the
+      // median should come from several of them. Only the target being measured is running.
+      if (target.start) Object.assign(target, await target.start());
+      if (target.prewarm) await fixedRate(target.url, target.prewarm, 0, 0, KEY_COUNT);
       await saturate(target.url, target.headers, WARMUP);
       const before = target.redis ? await commandStats(redis) : undefined;
       const cpuBefore = cpuMicros(target.pid);
@@ -535,6 +552,7 @@ async function main() {
       const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
       s.lat50.push(lat.p50);
       s.lat99.push(lat.p99);
+      await target.stop?.();
       process.stderr.write(
         `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`,
       );
