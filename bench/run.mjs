@@ -616,9 +616,9 @@ function printTable({ machine, settings, rows }) {
     "p99 ms @½",
     "p99 ms sat",
     "CPU µs/req",
-    "redis cmds/req",
+    "Redis cmds/req",
     "Redis calls/req",
-    "non-2xx",
+    "non-2xx share",
   ];
   const lines = rows.map((r) => [
     r.target,
