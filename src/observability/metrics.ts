@@ -94,23 +94,3 @@ export function createMetrics(
     }),
   };
 }
-
-/**
- * A metric's `labels(...)`, cached per combination of label values. A labelled
- * `inc()` or `observe()` hashes its label object on every call; the hot path
- * binds children once instead. Only for labels with a bounded set of values.
- */
-export function cachedLabels<Child>(metric: {
-  labels(...values: string[]): Child;
-}): (...values: string[]) => Child {
-  const children = new Map<string, Child>();
-  return (...values) => {
-    const id = values.join("\u0000");
-    let child = children.get(id);
-    if (child === undefined) {
-      child = metric.labels(...values);
-      children.set(id, child);
-    }
-    return child;
-  };
-}

@@ -9,7 +9,7 @@ import { hashKey, type KeyFormat } from "../keys/format.js";
 import type { LastUsedTracker } from "../keys/last-used.js";
 import type { KeyLookup } from "../keys/lookup.js";
 import { isUsable, type KeyRecord } from "../keys/record.js";
-import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import type { FailedAuthGuard } from "./failed-auth.js";
 import { joinQuery, parseQuery } from "./query.js";
@@ -83,12 +83,11 @@ export function takeQueryParameter(query: string, name: string): { value: string
 
 export function authenticateStage(deps: AuthenticateDeps) {
   const { formats, lookup, tracker, now, guard, metrics } = deps;
-  const authenticationsOf = cachedLabels(metrics.authentications);
 
   /** A presented credential that failed counts toward its address's failed-attempt limit. */
   const refuse = (ctx: RequestContext, result: string, error: GatewayError): GatewayError => {
     guard.fail(ctx.clientAddress);
-    authenticationsOf(result).inc();
+    metrics.authentications.inc({ result });
     return error;
   };
 
@@ -106,12 +105,12 @@ export function authenticateStage(deps: AuthenticateDeps) {
     }
     ctx.principal = { key: record };
     tracker.record(hash, record.id);
-    authenticationsOf("ok").inc();
+    metrics.authentications.inc({ result: "ok" });
     return undefined;
   };
 
   const storeUnavailable = (cause: unknown): GatewayError => {
-    authenticationsOf("store_error").inc();
+    metrics.authentications.inc({ result: "store_error" });
     return new GatewayError("STORE_UNAVAILABLE", {
       detail: (cause as Error)?.message ?? String(cause),
       cause,
@@ -122,7 +121,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (ctx.route!.config.auth.public) return undefined;
     const key = extractCredential(ctx, deps.stripCredential);
     if (typeof key !== "string") {
-      authenticationsOf("missing").inc();
+      metrics.authentications.inc({ result: "missing" });
       return key;
     }
     const wellFormed = formats.some((format) => format.matches(key));
@@ -134,7 +133,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
     if (wait > 0) {
       const cached = wellFormed ? lookup.peek(hash) : undefined;
       if (cached && isUsable(cached, now())) return accept(ctx, hash, cached);
-      authenticationsOf("throttled").inc();
+      metrics.authentications.inc({ result: "throttled" });
       return new GatewayError("RATE_LIMITED", {
         detail: "too many failed authentications from this address",
         params: { retry_after: wait },

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from "node:http";
 import type { Logger } from "../observability/logger.js";
-import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import { joinQuery, parseQuery } from "./query.js";
 
@@ -23,9 +23,6 @@ export interface ObserverOptions {
 
 export function createObserver(logger: Logger, metrics: GatewayMetrics, options: ObserverOptions): Observer {
   const { accessLog, redactQuery } = options;
-  const requestsOf = cachedLabels(metrics.requests);
-  const requestDurationOf = cachedLabels(metrics.requestDuration);
-  const upstreamDurationOf = cachedLabels(metrics.upstreamDuration);
 
   return function observe(ctx, res) {
     const durationMs = performance.now() - ctx.startedAt;
@@ -33,9 +30,10 @@ export function createObserver(logger: Logger, metrics: GatewayMetrics, options:
     const status = res.writableFinished || ctx.error ? res.statusCode : CLIENT_CLOSED;
     const routeName = ctx.route?.name ?? "none";
     const method = ctx.req.method ?? "";
-    requestsOf(routeName, method, String(status)).inc();
-    requestDurationOf(routeName).observe(durationMs / 1000);
-    if (ctx.upstreamMs >= 0) upstreamDurationOf(routeName).observe(ctx.upstreamMs / 1000);
+    const route = { route: routeName };
+    metrics.requests.inc({ route: routeName, method, status });
+    metrics.requestDuration.observe(route, durationMs / 1000);
+    if (ctx.upstreamMs >= 0) metrics.upstreamDuration.observe(route, ctx.upstreamMs / 1000);
     if (!accessLog) return;
     logger.info(
       {

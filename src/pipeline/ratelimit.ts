@@ -8,7 +8,7 @@
 import type { Config } from "../config/schema.js";
 import { GatewayError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
-import { cachedLabels, type GatewayMetrics } from "../observability/metrics.js";
+import type { GatewayMetrics } from "../observability/metrics.js";
 import { type AppliedWindow, renderRateLimit } from "../ratelimit/headers.js";
 import type { Decision, LimitStore, WindowCheck } from "../ratelimit/limit-store.js";
 import { type KeyLimitOverrides, type PlanPolicy, withOverrides } from "../ratelimit/policy.js";
@@ -29,7 +29,6 @@ export interface RateLimitDeps {
 export function rateLimitStage(deps: RateLimitDeps) {
   const { limiter, policies, options, metrics, namespace } = deps;
   const lastFailOpenLog = new Map<string, number>();
-  const decisionsOf = cachedLabels(metrics.rateLimitDecisions);
 
   const decide = (
     ctx: RequestContext,
@@ -39,13 +38,14 @@ export function rateLimitStage(deps: RateLimitDeps) {
     const route = ctx.route!.name;
     const { headers, retryAfter } = renderRateLimit(decision, applied, options.headers);
     decision.windows.forEach((w, i) => {
-      if (w.exceeded && applied[i]!.rule.shadow) decisionsOf(route, "shadow_exceeded").inc();
+      if (w.exceeded && applied[i]!.rule.shadow)
+        metrics.rateLimitDecisions.inc({ route, result: "shadow_exceeded" });
     });
     if (!decision.allowed) {
-      decisionsOf(route, "rejected").inc();
+      metrics.rateLimitDecisions.inc({ route, result: "rejected" });
       return new GatewayError("RATE_LIMITED", { params: { retry_after: retryAfter }, headers });
     }
-    decisionsOf(route, "allowed").inc();
+    metrics.rateLimitDecisions.inc({ route, result: "allowed" });
     ctx.responseHeaders = headers;
     return undefined;
   };
@@ -53,10 +53,10 @@ export function rateLimitStage(deps: RateLimitDeps) {
   const storeFailed = (ctx: RequestContext, cause: unknown): GatewayError | undefined => {
     const route = ctx.route!;
     if (route.config.rate_limit.fail === "closed") {
-      decisionsOf(route.name, "fail_closed").inc();
+      metrics.rateLimitDecisions.inc({ route: route.name, result: "fail_closed" });
       return new GatewayError("STORE_UNAVAILABLE", { detail: (cause as Error)?.message, cause });
     }
-    decisionsOf(route.name, "fail_open").inc();
+    metrics.rateLimitDecisions.inc({ route: route.name, result: "fail_open" });
     const now = deps.monotonic();
     if (
       now - (lastFailOpenLog.get(route.name) ?? Number.NEGATIVE_INFINITY) >=

@@ -6,10 +6,10 @@
  * when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
  *
  * Requests that reach the limiter in the same turn of the event loop go to
- * Redis together, in one script call that decides them one after the other
- * (as envoy's ratelimit service pipelines its commands). Under load a busy
- * gateway decides dozens of requests per call, which saves each of them a
- * socket write and a command of its own; alone, a request waits for nothing.
+ * Redis together, in one script call that decides them one after the other.
+ * Under load a busy gateway decides dozens of requests per call, which saves
+ * each of them a socket write and a command of its own; a request alone waits
+ * only for the rest of the current event-loop phase (setImmediate).
  *
  * Each counter is a HASH `{s: window start, c: count, p: previous count}`
  * under a key carrying a `{subject}` hash tag, so one subject's keys share a
@@ -79,8 +79,9 @@ while a <= #ARGV do
 end
 return out`;
 
-/** At most this many requests per script call, so one call never holds Redis for long. */
-const MAX_BATCH = 64;
+/** At most this many requests, or counters, per script call, so one call never holds Redis for long. */
+const MAX_BATCH_REQUESTS = 64;
+const MAX_BATCH_KEYS = 256;
 
 type LimiterClient = Redis & { keygateConsume(...args: (string | number)[]): Promise<number[]> };
 
@@ -95,6 +96,8 @@ export class RedisLimitStore implements LimitStore {
   private readonly client: LimiterClient;
   /** Requests of this turn of the event loop, sent together when it ends (or when full). */
   private waiting: Waiting[] = [];
+  /** The counters the waiting requests touch. */
+  private waitingKeys = 0;
   private flushScheduled = false;
 
   constructor(
@@ -108,7 +111,8 @@ export class RedisLimitStore implements LimitStore {
   consume(checks: readonly WindowCheck[], cost: number): Promise<Decision> {
     return new Promise<Decision>((resolve, reject) => {
       this.waiting.push({ checks, cost, resolve, reject });
-      if (this.waiting.length >= MAX_BATCH) this.flush();
+      this.waitingKeys += checks.length;
+      if (this.waiting.length >= MAX_BATCH_REQUESTS || this.waitingKeys >= MAX_BATCH_KEYS) this.flush();
       else if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(this.scheduledFlush);
@@ -125,6 +129,7 @@ export class RedisLimitStore implements LimitStore {
     const batch = this.waiting;
     if (batch.length === 0) return;
     this.waiting = [];
+    this.waitingKeys = 0;
     const keys: string[] = [];
     const args: number[] = [];
     for (const { checks, cost } of batch) {
@@ -134,7 +139,6 @@ export class RedisLimitStore implements LimitStore {
         args.push(check.limit, check.windowMs, check.sliding ? 1 : 0, check.shadow ? 1 : 0);
       }
     }
-    // Requests already settled ignore the rejection: a broken reply fails only the rest.
     this.breaker
       .run(() => this.call(keys, args))
       .then((reply) => settle(batch, reply))
@@ -152,8 +156,12 @@ export class RedisLimitStore implements LimitStore {
   }
 }
 
-/** Hands each request of a batch its part of the script's reply. */
+/** Hands each request of a batch its part of the script's reply (checked whole first). */
 function settle(batch: readonly Waiting[], reply: number[]): void {
+  let expected = 1;
+  for (const request of batch) expected += 1 + 4 * request.checks.length;
+  if (!Array.isArray(reply) || reply.length !== expected)
+    throw new StoreUnavailableError(`redis limiter: unexpected reply to a batch of ${batch.length}`);
   const now = reply[0] as number;
   let at = 1;
   for (const request of batch) {

@@ -84,6 +84,7 @@ describe("Redis limiter batching", () => {
   });
 
   it("sends requests of separate turns separately", async () => {
+    await awaitWindowRoom(client, MINUTE_MS, 5_000);
     await scriptCalls();
     const single = [window("single", 100)];
     const first = await limiter.consume(single, 1);
@@ -101,6 +102,37 @@ describe("Redis limiter batching", () => {
     expect(decisions.map((d) => d.windows[0]!.remaining)).toEqual(
       Array.from({ length: 150 }, (_, i) => 999 - i),
     );
+  });
+
+  it("also caps a call at 256 counters, however few requests carry them", async () => {
+    await awaitWindowRoom(client, HOUR_MS, 5_000);
+    await scriptCalls();
+    // 40 requests of 8 windows each: 32 of them fill the first call, the other 8 go in a second.
+    const eight = Array.from({ length: 8 }, (_, i) => window(`wide${i}`, 1_000, HOUR_MS));
+    const decisions = await Promise.all(Array.from({ length: 40 }, () => limiter.consume(eight, 1)));
+    expect(await scriptCalls()).toBe(2);
+    expect(decisions.map((d) => d.windows.map((w) => w.remaining))).toEqual(
+      Array.from({ length: 40 }, (_, i) => Array(8).fill(999 - i)),
+    );
+  });
+
+  it("fails every request of a call whose reply does not have the expected shape", async () => {
+    const odd = await connectRedis(url);
+    const shortReplies = new RedisLimitStore(odd, new CircuitBreaker({ failures: 5, cooldownMs: 1_000 }));
+    // A script that answers with too few values, as a foreign script under the same name would.
+    odd.defineCommand("keygateConsume", { lua: "return { 1, 1 }" });
+    try {
+      const outcomes = await Promise.allSettled([
+        shortReplies.consume([window("odd", 5)], 1),
+        shortReplies.consume([window("odd", 5)], 1),
+      ]);
+      expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
+      expect(String((outcomes[0] as PromiseRejectedResult).reason)).toMatch(
+        /unexpected reply to a batch of 2/,
+      );
+    } finally {
+      odd.disconnect();
+    }
   });
 
   it("fails every request of a call when Redis cannot answer", async () => {
