@@ -1,11 +1,12 @@
-// Fixed-rate load for latency percentiles (autocannon, in its own process).
-// Usage: node load.mjs <url> <rate req/s> <seconds> <connections> [header-file] [sequential-amount]
+// Closed-loop load with autocannon, in its own process: saturation when wrk is missing, and the
+// in-order pass that warms the many-keys target's cache. (Latency at a fixed rate: paced.mjs.)
+// Usage: node load.mjs <url> <seconds> <connections> [header-file] [sequential-amount]
 // The header file holds one Authorization value per line; one is picked at random per request,
-// or, with a sequential amount, each in order (to warm a cache), `amount` requests in all.
+// or, with a sequential amount, each in order, `amount` requests in all.
 import { readFileSync } from "node:fs";
 import autocannon from "autocannon";
 
-const [url, rate, seconds, connections, headerFile, sequential] = process.argv.slice(2);
+const [url, seconds, connections, headerFile, sequential] = process.argv.slice(2);
 const values = headerFile ? readFileSync(headerFile, "utf8").split("\n").filter(Boolean) : [];
 const amount = Number(sequential ?? 0);
 let next = 0;
@@ -19,7 +20,6 @@ const instance = autocannon({
   url,
   connections: Number(connections),
   ...(amount > 0 ? { amount } : { duration: Number(seconds) }),
-  ...(Number(rate) > 0 ? { overallRate: Number(rate) } : {}),
   requests: [
     {
       setupRequest: (request) =>
@@ -30,15 +30,6 @@ const instance = autocannon({
 instance.on("response", (_client, _status, _bytes, responseTime) => times.push(responseTime));
 const result = await instance;
 
-// Coordinated omission: a connection that waited on a slow answer sent its next requests late;
-// count the requests it should have sent meanwhile as having waited too (HdrHistogram's
-// recordValueWithExpectedInterval).
-if (Number(rate) > 0) {
-  const interval = (1000 * Number(connections)) / Number(rate);
-  for (let i = 0, n = times.length; i < n; i++) {
-    for (let missed = times[i] - interval; missed >= interval; missed -= interval) times.push(missed);
-  }
-}
 times.sort((a, b) => a - b);
 const percentile = (p) =>
   times.length === 0
@@ -47,7 +38,7 @@ const percentile = (p) =>
 process.stdout.write(
   `${JSON.stringify({
     rps: result.requests.average,
-    p50: percentile(50),
+    total: result.requests.total,
     p99: percentile(99),
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,

@@ -20,18 +20,24 @@ const line = (i) => ({
   key_id: "key_000000000000000000000001",
 });
 
-async function measure(name, logger) {
-  const start = process.cpuUsage();
+function logLines(logger, count) {
   let i = 0;
-  await new Promise((resolve) => {
+  return new Promise((resolve) => {
     const turn = () => {
-      for (let j = 0; j < PER_TURN && i < LINES; j++, i++) logger.info(line(i), "request");
-      if (i < LINES) setImmediate(turn);
+      for (let j = 0; j < PER_TURN && i < count; j++, i++) logger.info(line(i), "request");
+      if (i < count) setImmediate(turn);
       else resolve();
     };
     turn();
   });
-  await new Promise((resolve) => setTimeout(resolve, 300)); // the last writes complete
+}
+
+async function measure(name, logger) {
+  await logLines(logger, LINES / 10); // warm-up: the first lines run before the JIT has compiled the path
+  await new Promise((resolve) => logger.flush(resolve));
+  const start = process.cpuUsage();
+  await logLines(logger, LINES);
+  await new Promise((resolve) => logger.flush(resolve)); // the last writes are part of the cost
   const used = process.cpuUsage(start);
   process.stderr.write(
     `${name.padEnd(34)} ${((used.user + used.system) / LINES).toFixed(2)} µs CPU per line\n`,

@@ -7,18 +7,20 @@
 // (taskset, when available); upstream, Redis and the load generator share
 // the other core. Throughput is measured at saturation with wrk (autocannon
 // when wrk is missing), latency at a fixed rate of half the target's
-// saturation with autocannon. Each figure is the median of the rounds; every
-// round starts each target afresh, so the median spans several processes.
+// saturation with an open-loop generator (paced.mjs). Each figure is the median
+// of the rounds; every round starts each proxy afresh, so the median spans
+// several processes.
 // Per request, it also reports the CPU time the proxy process spent (from
 // /proc, so independent of how busy the load's core was) and the Redis work:
 // commands executed, and calls made (script calls and lookups).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (2),
-// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names).
+// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names),
+// BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in bench/results/profiles).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -96,6 +98,9 @@ function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes
   });
   children.push(child, sink);
   sink.stdin.destroy(); // the target holds the pipe now: when it exits, the sink does too
+  const sinkDone = new Promise((resolve) => sink.once("exit", resolve));
+  // Stopped once its log is written out, so the next round's process starts with a fresh file.
+  const stop = () => stopProcess(child).then(() => sinkDone);
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   return new Promise((resolve, reject) => {
@@ -104,7 +109,7 @@ function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes
       const line = readFileSync(logFile, "utf8").split("\n").find(ready);
       if (line !== undefined) {
         clearInterval(poll);
-        resolve({ child, line, pid: child.pid });
+        resolve({ pid: child.pid, stop });
       } else if (Date.now() - started > 15_000) {
         clearInterval(poll);
         reject(new Error(`${name} did not start:\n${stderr}`));
@@ -118,6 +123,24 @@ function start(name, argv, { env = {}, core = 0, ready = (line) => line.includes
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once something accepts connections on the port (for a process that prints nothing). */
+async function untilListening(port) {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    const accepted = await new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (accepted) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing listens on port ${port} after 15 s`);
+}
 
 const CLOCK_TICKS = (() => {
   try {
@@ -281,10 +304,18 @@ async function saturate(url, headerFile, seconds) {
     const p = (q) => toMs(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`).exec(out)?.[1]);
     const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
     const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-    return { rps, p50: p(50), p99: p(99), non2xxShare: total ? non2xx / total : 0 };
+    const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+    const errors = socketErrors ? socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+    return checked(url, { rps, total, p99: p(99), non2xx, errors });
   }
-  const r = await fixedRate(url, headerFile, seconds, 0);
-  return { rps: r.rps, p50: r.p50, p99: r.p99, non2xxShare: r.non2xx / Math.max(1, r.rps * seconds) };
+  return checked(url, await autocannon(url, headerFile, seconds));
+}
+
+/** A measurement whose requests failed (refused, reset, timed out) is not a sample: stop the run. */
+function checked(url, result) {
+  if (result.errors > 0.001 * Math.max(1, result.total))
+    throw new Error(`${url}: ${result.errors} of ${result.total} requests failed`);
+  return result;
 }
 
 function toMs(text) {
@@ -296,21 +327,20 @@ function toMs(text) {
   return value;
 }
 
-/** Latency at a fixed request rate (0 = as fast as possible), autocannon in its own process. */
-async function fixedRate(url, headerFile, seconds, rate, sequentialAmount = 0) {
-  const [command, args] = pin(1, [
-    process.execPath,
-    join(here, "load.mjs"),
-    url,
-    String(rate),
-    String(seconds),
-    String(CONNECTIONS),
-    headerFile,
-    String(sequentialAmount),
-  ]);
-  const out = execFileSync(command, args, { encoding: "utf8" });
+/** Runs a load script of bench/ on the load's core; its last stdout line is its JSON result. */
+function runLoad(script, args) {
+  const [command, rest] = pin(1, [process.execPath, join(here, script), ...args.map(String)]);
+  const out = execFileSync(command, rest, { encoding: "utf8" });
   return JSON.parse(out.trim().split("\n").pop());
 }
+
+/** Closed-loop load with autocannon: as fast as possible, or `sequentialAmount` requests in key order. */
+const autocannon = (url, headerFile, seconds, sequentialAmount = 0) =>
+  runLoad("load.mjs", [url, seconds, CONNECTIONS, headerFile, sequentialAmount]);
+
+/** Latency percentiles under open-loop load at a fixed rate (paced.mjs). */
+const paced = (url, headerFile, seconds, rate) =>
+  checked(url, runLoad("paced.mjs", [url, rate, seconds, CONNECTIONS, headerFile]));
 
 // ---------------------------------------------------------------- redis accounting
 
@@ -413,15 +443,15 @@ async function main() {
       "--config",
       file,
     ];
-    const { child } = await start(name, argv, { ready: (line) => line.includes("keygate listening") });
-    return { url: `http://127.0.0.1:${port}/`, pid: child.pid, stop: () => stopProcess(child) };
+    const started = await start(name, argv, { ready: (line) => line.includes("keygate listening") });
+    return { url: `http://127.0.0.1:${port}/`, ...started };
   };
   const node = async (name, script) => {
     const port = await freePort();
-    const { child } = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
+    const started = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
       env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE },
     });
-    return { url: `http://127.0.0.1:${port}/`, pid: child.pid, stop: () => stopProcess(child) };
+    return { url: `http://127.0.0.1:${port}/`, ...started };
   };
 
   const targets = [
@@ -443,7 +473,7 @@ async function main() {
         const [command, args] = pin(0, ["nginx", "-c", conf, "-p", work]);
         const master = spawn(command, args, { stdio: "ignore" });
         children.push(master);
-        await sleep(500);
+        await untilListening(port);
         return { url: `http://127.0.0.1:${port}/`, pid: master.pid, stop: () => stopProcess(master) };
       },
       headers: headers.none,
@@ -522,7 +552,7 @@ async function main() {
   const samples = new Map(
     selected.map((t) => [
       t.name,
-      { rps: [], p50: [], p99: [], lat50: [], lat99: [], cpu: [], cmds: [], calls: [], non2xx: [] },
+      { rps: [], p99: [], lat50: [], lat99: [], cpu: [], busy: [], cmds: [], calls: [], non2xx: [] },
     ]),
   );
   for (let round = 1; round <= ROUNDS; round++) {
@@ -531,25 +561,27 @@ async function main() {
       // A fresh process every round: two processes of one build can settle ~10 % apart, so the
       // median should come from several of them. Only the target being measured is running.
       if (target.start) Object.assign(target, await target.start());
-      if (target.prewarm) await fixedRate(target.url, target.prewarm, 0, 0, KEY_COUNT);
+      if (target.prewarm) await autocannon(target.url, target.prewarm, 0, KEY_COUNT);
       await saturate(target.url, target.headers, WARMUP);
       const before = target.redis ? await commandStats(redis) : undefined;
       const cpuBefore = cpuMicros(target.pid);
       const sat = await saturate(target.url, target.headers, SECONDS);
       const cpuAfter = cpuMicros(target.pid);
       const after = target.redis ? await commandStats(redis) : undefined;
-      s.cpu.push((cpuAfter - cpuBefore) / Math.max(1, sat.rps * SECONDS));
+      // The CPU and Redis windows also hold wrk's start and exit, when no request is in flight.
+      const requests = Math.max(1, sat.total);
+      const cpuPerRequest = (cpuAfter - cpuBefore) / requests;
+      s.cpu.push(cpuPerRequest);
+      s.busy.push((cpuPerRequest * sat.rps) / 1e6);
       s.rps.push(sat.rps);
-      s.p50.push(sat.p50);
       s.p99.push(sat.p99);
-      s.non2xx.push(sat.non2xxShare);
+      s.non2xx.push(sat.non2xx / requests);
       if (before && after) {
-        const requests = Math.max(1, sat.rps * SECONDS);
         s.cmds.push((after.commands - before.commands) / requests);
         s.calls.push((after.calls - before.calls) / requests);
       }
       const rate = Math.round(median(s.rps) / 2);
-      const lat = await fixedRate(target.url, target.headers, SECONDS, rate);
+      const lat = await paced(target.url, target.headers, SECONDS, rate);
       s.lat50.push(lat.p50);
       s.lat99.push(lat.p99);
       await target.stop?.();
@@ -570,6 +602,7 @@ async function main() {
       p99_ms: round2(median(s.lat99)),
       sat_p99_ms: round2(median(s.p99)),
       cpu_us_per_req: round2(median(s.cpu)),
+      proxy_core_busy: round2(median(s.busy)),
       redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
       redis_calls_per_req: s.calls.length ? round2(median(s.calls)) : null,
       non2xx_share: round2(median(s.non2xx)),
@@ -616,6 +649,7 @@ function printTable({ machine, settings, rows }) {
     "p99 ms @½",
     "p99 ms sat",
     "CPU µs/req",
+    "core busy",
     "Redis cmds/req",
     "Redis calls/req",
     "non-2xx share",
@@ -628,6 +662,7 @@ function printTable({ machine, settings, rows }) {
     r.p99_ms,
     r.sat_p99_ms,
     r.cpu_us_per_req ?? "-",
+    r.proxy_core_busy ?? "-",
     r.redis_cmds_per_req ?? "-",
     r.redis_calls_per_req ?? "-",
     r.non2xx_share,
@@ -647,10 +682,15 @@ function cleanup() {
   setTimeout(() => rmSync(work, { recursive: true, force: true }), 500).unref();
 }
 
-process.on("SIGINT", () => {
-  cleanup();
-  process.exit(130);
-});
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+]) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(code);
+  });
+}
 main().then(
   (outcome) => {
     if (outcome === "delegated") return;
