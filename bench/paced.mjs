@@ -6,7 +6,7 @@
 //
 // Usage: node paced.mjs <url> <rate req/s> <seconds> <connections> [header-file]
 // The header file holds one Authorization value per line; one is picked at random per request.
-// Prints one JSON line: { rps, p50, p99, non2xx, errors } (milliseconds).
+// Prints one JSON line: { rps, total, p50, p99, non2xx, errors } (percentiles in milliseconds).
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 
@@ -152,6 +152,6 @@ const percentile = (p) =>
     ? null
     : Math.round(sorted[Math.min(answered - 1, Math.floor((p / 100) * answered))] * 1000) / 1000;
 process.stdout.write(
-  `${JSON.stringify({ rps: Math.round(answered / elapsedS), p50: percentile(50), p99: percentile(99), non2xx, errors })}\n`,
+  `${JSON.stringify({ rps: Math.round(answered / elapsedS), total, p50: percentile(50), p99: percentile(99), non2xx, errors })}\n`,
 );
 process.exit(0);
