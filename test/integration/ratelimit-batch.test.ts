@@ -135,6 +135,19 @@ describe("Redis limiter batching", () => {
     }
   });
 
+  it("counts a failed call as one breaker failure, however many requests it carried", async () => {
+    const down = await connectRedis(url);
+    const breaker = new CircuitBreaker({ failures: 2, cooldownMs: 60_000 });
+    const broken = new RedisLimitStore(down, breaker);
+    down.disconnect();
+    const turn = () =>
+      Promise.allSettled(Array.from({ length: 10 }, () => broken.consume([window("trip", 5)], 1)));
+    expect((await turn()).every((o) => o.status === "rejected")).toBe(true);
+    expect(breaker.current).toBe("closed");
+    await turn();
+    expect(breaker.current).toBe("open");
+  });
+
   it("fails every request of a call when Redis cannot answer", async () => {
     const down = await connectRedis(url);
     const broken = new RedisLimitStore(down, new CircuitBreaker({ failures: 5, cooldownMs: 1_000 }));
