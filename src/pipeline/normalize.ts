@@ -5,12 +5,20 @@
  *
  * - `%XX` of an unreserved character is decoded (`%41` → `A`, `%7E` → `~`);
  *   any other escape is kept with upper-case hex.
+ * - a printable character RFC 3986 does not allow raw in a path (`"`, `<`,
+ *   `>`, `` ` ``, `{`, `}`, `|`, `^`, `[`, `]`) is escaped: http-proxy-3 would
+ *   escape most of them on the way out (a WHATWG URL parse), and the router
+ *   and the log must see the path the upstream gets.
  * - `.` and `..` segments are removed (RFC 3986 §5.2.4; `..` stops at the root).
  * - runs of `/` are merged; a trailing `/` is kept.
  * - ambiguous targets are refused rather than guessed at: an encoded `/` or
  *   `\`, any backslash, NUL or control character, a dot segment spelled with
  *   `%2e` or carrying `;parameters` (`..;x`, which Tomcat and others read as
  *   `..`), malformed escapes, and targets that are not origin-form.
+ *
+ * The query is kept as sent, except for the characters the same URL parse
+ * would escape (`"`, `'`, `<`, `>`), which are escaped here for the same
+ * reason; a `#` (a fragment, which that parse would cut off) is refused.
  */
 
 export type NormalizedTarget = { ok: true; path: string; query: string } | { ok: false; reason: string };
@@ -28,6 +36,24 @@ function isUnreserved(code: number): boolean {
     code === 0x5f ||
     code === 0x7e
   );
+}
+
+/** pchar (RFC 3986) apart from escapes: unreserved, sub-delims, ":" and "@". */
+function isPathCharacter(code: number): boolean {
+  return isUnreserved(code) || "!$&'()*+,;=:@".includes(String.fromCharCode(code));
+}
+
+function percentEncoded(code: number): string {
+  return `%${HEX[code >> 4]}${HEX[code & 15]}`;
+}
+
+/** Query characters a WHATWG URL parse escapes (special schemes), with their escapes. */
+const QUERY_ESCAPES: Readonly<Record<string, string>> = { '"': "%22", "'": "%27", "<": "%3C", ">": "%3E" };
+
+function canonicalQuery(query: string): string | undefined {
+  if (!/["'<>#]/.test(query)) return query;
+  if (query.includes("#")) return undefined;
+  return query.replace(/["'<>]/g, (c) => QUERY_ESCAPES[c] as string);
 }
 
 function hexValue(code: number): number {
@@ -50,7 +76,8 @@ export function normalizeTarget(target: string): NormalizedTarget {
   }
   const queryAt = target.indexOf("?");
   const rawPath = queryAt === -1 ? target : target.slice(0, queryAt);
-  const query = queryAt === -1 ? "" : target.slice(queryAt);
+  const query = queryAt === -1 ? "" : canonicalQuery(target.slice(queryAt));
+  if (query === undefined) return { ok: false, reason: "fragment in target" };
   if (ALREADY_CANONICAL.test(rawPath)) return { ok: true, path: rawPath, query };
 
   const segments: string[] = [];
@@ -93,7 +120,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
         if (byte === 0x2e) encodedDot = true;
         segment += String.fromCharCode(byte);
       } else {
-        segment += `%${HEX[hi]}${HEX[lo]}`;
+        segment += percentEncoded(byte);
       }
       i += 2;
       continue;
@@ -101,7 +128,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
     if (code <= 0x20 || code >= 0x7f || code === 0x5c || code === 0x23) {
       return { ok: false, reason: "forbidden character in path" };
     }
-    segment += rawPath[i];
+    segment += isPathCharacter(code) ? rawPath[i] : percentEncoded(code);
   }
   const path = segments.length === 0 ? "/" : `/${segments.join("/")}${endsWithSlash ? "/" : ""}`;
   return { ok: true, path, query };

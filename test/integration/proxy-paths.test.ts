@@ -109,6 +109,23 @@ describe("the upstream receives exactly the normalized path", () => {
     expect(await upstreamTarget("/public/%41%62/a%3ab%3F", publicUpstream)).toBe("/public/Ab/a%3Ab%3F");
   });
 
+  it("escapes what RFC 3986 does not allow raw in a path and what a URL parser escapes in a query; the log shows the same", async () => {
+    expect(await upstreamTarget('/public/a"b<c>`{d}|^[e]?q="<>\'&r={}', publicUpstream)).toBe(
+      "/public/a%22b%3Cc%3E%60%7Bd%7D%7C%5E%5Be%5D?q=%22%3C%3E%27&r={}",
+    );
+    await expect
+      .poll(() =>
+        gateway.logLines().find((line) => line.msg === "request" && String(line.path).includes("/a%22b")),
+      )
+      .toMatchObject({ path: "/public/a%22b%3Cc%3E%60%7Bd%7D%7C%5E%5Be%5D", query: "?q=%22%3C%3E%27&r={}" });
+  });
+
+  it("refuses a fragment after the query with 400", async () => {
+    const res = await send(port, { path: "/public/a?x=1#frag" });
+    expect(res.status).toBe(400);
+    expect(publicUpstream.requests).toHaveLength(0);
+  });
+
   it("keeps a trailing slash", async () => {
     expect(await upstreamTarget("/public/dir/", publicUpstream)).toBe("/public/dir/");
   });

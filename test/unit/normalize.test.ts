@@ -52,6 +52,9 @@ describe("normalizeTarget: canonical form", () => {
     ["/a/.hidden", "/a/.hidden"],
     // a few sub-delims and specials RFC 3986 allows raw
     ["/a;b=c/d:e@f!$&'()*+,", "/a;b=c/d:e@f!$&'()*+,"],
+    // printable characters it does not allow raw are escaped, as their escapes are kept
+    ['/a"b<c>d`e{f}g|h^i[j]', "/a%22b%3Cc%3Ed%60e%7Bf%7Dg%7Ch%5Ei%5Bj%5D"],
+    ["/a%22b%3c", "/a%22b%3C"],
   ])("%s → %s", (target, expected) => {
     expect(pathOf(target)).toBe(expected);
   });
@@ -70,8 +73,16 @@ describe("normalizeTarget: canonical form", () => {
     expect(normalizeTarget("/a?%zz=%00")).toEqual({ ok: true, path: "/a", query: "?%zz=%00" });
   });
 
+  it("escapes the query characters a URL parser would, and nothing else", () => {
+    expect(normalizeTarget(`/a?q="<>'&r={}|^[]\`&s=%22`)).toEqual({
+      ok: true,
+      path: "/a",
+      query: "?q=%22%3C%3E%27&r={}|^[]`&s=%22",
+    });
+  });
+
   it("is idempotent on its own output", () => {
-    for (const target of ["/a/./b//c/%7Efoo/", "/%e2%82%ac/../x", "/a%3ab/.."]) {
+    for (const target of ["/a/./b//c/%7Efoo/", "/%e2%82%ac/../x", "/a%3ab/..", '/a"b{c}']) {
       const once = pathOf(target);
       expect(pathOf(once)).toBe(once);
     }
@@ -103,6 +114,10 @@ describe("normalizeTarget: ambiguous targets are refused", () => {
       expect(refusal(target)).toMatch(/forbidden character/);
     },
   );
+
+  it.each(["/a?x=1#frag", "/a?#", "/?x=1#&key=2"])("fragment after the query: %j", (target) => {
+    expect(refusal(target)).toBe("fragment in target");
+  });
 
   it.each([
     "/%2e%2e/secret",
