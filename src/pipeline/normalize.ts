@@ -38,10 +38,14 @@ function isUnreserved(code: number): boolean {
   );
 }
 
-/** pchar (RFC 3986) apart from escapes: unreserved, sub-delims, ":" and "@". */
-function isPathCharacter(code: number): boolean {
-  return isUnreserved(code) || "!$&'()*+,;=:@".includes(String.fromCharCode(code));
-}
+/** pchar (RFC 3986) apart from escapes: unreserved, sub-delims, ":" and "@", as a regex class body. */
+const PATH_CHARACTER_CLASS = "A-Za-z0-9\\-._~!$&'()*+,;=:@";
+
+/** The same set as a table over ASCII, for the character-by-character path below. */
+const IS_PATH_CHARACTER = (() => {
+  const one = new RegExp(`[${PATH_CHARACTER_CLASS}]`);
+  return Array.from({ length: 128 }, (_, code) => one.test(String.fromCharCode(code)));
+})();
 
 function percentEncoded(code: number): string {
   return `%${HEX[code >> 4]}${HEX[code & 15]}`;
@@ -67,7 +71,7 @@ function hexValue(code: number): number {
  * Most paths need no work: only plain path characters, no escape, no `//`,
  * and no segment starting with a dot. Those are returned as they are.
  */
-const ALREADY_CANONICAL = /^(?:\/(?!\.)[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
+const ALREADY_CANONICAL = new RegExp(`^(?:\\/(?!\\.)[${PATH_CHARACTER_CLASS}]+)*\\/?$`);
 
 /** Splits `target` (the request line's target) into a canonical path and its raw query (with `?`, or ""). */
 export function normalizeTarget(target: string): NormalizedTarget {
@@ -128,7 +132,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
     if (code <= 0x20 || code >= 0x7f || code === 0x5c || code === 0x23) {
       return { ok: false, reason: "forbidden character in path" };
     }
-    segment += isPathCharacter(code) ? rawPath[i] : percentEncoded(code);
+    segment += IS_PATH_CHARACTER[code] ? rawPath[i] : percentEncoded(code);
   }
   const path = segments.length === 0 ? "/" : `/${segments.join("/")}${endsWithSlash ? "/" : ""}`;
   return { ok: true, path, query };
