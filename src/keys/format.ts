@@ -3,7 +3,7 @@
  * Formats are compiled once; checking a presented key is one regex test and
  * happens before any store access, so a malformed key never costs a round trip.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 
 export const ALPHABETS = {
   hex: "0123456789abcdef",
@@ -60,9 +60,12 @@ function randomString(alphabet: string, length: number): string {
   return out;
 }
 
-/** The store's identifier for a key: SHA-256 of the full key, lower-case hex. */
+/**
+ * The store's identifier for a key: SHA-256 of the full key, lower-case hex.
+ * One-shot `hash` (not a Hash object): it runs on every authenticated request.
+ */
 export function hashKey(key: string): string {
-  return createHash("sha256").update(key).digest("hex");
+  return hash("sha256", key, "hex");
 }
 
 export function displayPrefix(key: string): string {

@@ -89,14 +89,16 @@ export function sanitizeStage(options: SanitizeOptions) {
     // Read before the Connection tokens go: a handshake's `Connection: Upgrade` names it.
     const upgrade = ctx.upgrade ? headers.upgrade : undefined;
     const connection = headers.connection;
-    if (connection) {
+    // `keep-alive` and `close`, by far the most common, name no header beyond HOP_BY_HOP.
+    if (connection !== undefined && connection !== "keep-alive" && connection !== "close") {
       for (const token of connection.split(",")) {
         const name = token.trim().toLowerCase();
         if (name !== "" && name !== "host" && name !== "x-request-id") delete headers[name];
       }
     }
-    for (const name of HOP_BY_HOP) delete headers[name];
-    for (const name of reserved) delete headers[name];
+    // A read is cheaper than deleting a name that is not there, the common case.
+    for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
+    for (const name of reserved) if (headers[name] !== undefined) delete headers[name];
     // Node re-frames a streamed body itself once it sees this header; without it a
     // chunked GET body would be sent unframed.
     if (headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = "chunked";
@@ -117,8 +119,8 @@ export function sanitizeStage(options: SanitizeOptions) {
       headers["x-forwarded-for"] = peer;
       headers["x-forwarded-proto"] = options.protocol;
       headers["x-forwarded-host"] = headers.host ?? "";
-      delete headers.forwarded;
-      delete headers["x-real-ip"];
+      if (headers.forwarded !== undefined) delete headers.forwarded;
+      if (headers["x-real-ip"] !== undefined) delete headers["x-real-ip"];
       ctx.clientAddress = peer;
     }
     return undefined;

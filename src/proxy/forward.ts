@@ -209,8 +209,11 @@ export class Forwarder {
     });
     const headers = proxyRes.headers;
     const connection = headers.connection;
-    if (connection) for (const token of connection.split(",")) delete headers[token.trim().toLowerCase()];
-    for (const name of HOP_BY_HOP_RESPONSE) delete headers[name];
+    // Most upstreams say just `keep-alive` or `close`: tokens that name no other header.
+    if (connection !== undefined && connection !== "keep-alive" && connection !== "close")
+      for (const token of connection.split(",")) delete headers[token.trim().toLowerCase()];
+    // A read is cheaper than deleting a name that is not there, the common case.
+    for (const name of HOP_BY_HOP_RESPONSE) if (headers[name] !== undefined) delete headers[name];
     headers.connection = res.shouldKeepAlive && !this.hooks.closing() ? "keep-alive" : "close";
     headers["x-request-id"] = state.ctx.requestId;
     const extra = state.ctx.responseHeaders;
