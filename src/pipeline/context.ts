@@ -37,6 +37,25 @@ export interface RequestContext {
   upstreamMs: number;
 }
 
+/** The context of a request that has just arrived: stages fill in the rest. */
+export function createContext(req: IncomingMessage, upgrade: boolean): RequestContext {
+  return {
+    req,
+    startedAt: performance.now(),
+    upgrade,
+    requestId: "",
+    clientAddress: "",
+    path: "",
+    query: "",
+    route: undefined,
+    principal: undefined,
+    responseHeaders: undefined,
+    error: undefined,
+    upstreamStartedAt: 0,
+    upstreamMs: -1,
+  };
+}
+
 /**
  * One pipeline step. Returns nothing to pass the request on, or the error
  * that ends it. May be async; a synchronous stage costs no promise.

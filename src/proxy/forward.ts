@@ -3,6 +3,8 @@
  * and maps upstream faults to gateway errors (refused / reset → 502, over the
  * route's time budget → 504). Once response headers have gone out, a fault can
  * only cut the connection: there is never a second response.
+ *
+ * Requests are handed over in batches, once per event-loop turn (see `web`).
  */
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -62,7 +64,16 @@ export interface ForwarderHooks {
   closing(): boolean;
 }
 
+/** A request that passed the pipeline, waiting for the end of the event-loop turn. */
+interface Queued {
+  ctx: RequestContext;
+  res: ServerResponse;
+  target: ForwardTarget;
+}
+
 export class Forwarder {
+  private queue: Queued[] = [];
+
   constructor(private readonly hooks: ForwarderHooks) {}
 
   /**
@@ -124,7 +135,39 @@ export class Forwarder {
     return state;
   }
 
+  /**
+   * Forwards a request at the end of this event-loop turn (setImmediate), together with every
+   * other request that became ready in it, rather than from inside the parsing of its socket's
+   * data. Under load that cut the CPU per request of a public route by about a fifth with the
+   * same system calls (bench/; README "Performance"): the same work done back to back costs less
+   * than interleaved. The wait is the rest of the current turn. Requests that waited for the
+   * store resume together anyway.
+   */
   web(ctx: RequestContext, res: ServerResponse, target: ForwardTarget): void {
+    if (this.queue.length === 0) setImmediate(this.flush);
+    this.queue.push({ ctx, res, target });
+  }
+
+  private readonly flush = (): void => {
+    const batch = this.queue;
+    this.queue = [];
+    for (const { ctx, res, target } of batch) {
+      // The client may have gone while the request waited: its close has already been handled.
+      if (res.destroyed) continue;
+      try {
+        this.send(ctx, res, target);
+      } catch (error) {
+        // One request's failure must not strand the rest of the batch.
+        this.hooks.fail(
+          ctx,
+          res,
+          new GatewayError("INTERNAL_ERROR", { detail: (error as Error)?.message, cause: error }),
+        );
+      }
+    }
+  };
+
+  private send(ctx: RequestContext, res: ServerResponse, target: ForwardTarget): void {
     const req = ctx.req as TrackedRequest;
     const state = this.track(ctx, target, req.headers["transfer-encoding"] !== undefined);
     // Node has already answered the client's `Expect: 100-continue`. Passed on, the header would

@@ -22,7 +22,7 @@ import { KeyLookup } from "../keys/lookup.js";
 import { KeyService } from "../keys/service.js";
 import type { Logger } from "../observability/logger.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
-import type { RequestContext } from "../pipeline/context.js";
+import { createContext, type RequestContext } from "../pipeline/context.js";
 import { FailedAuthGuard } from "../pipeline/failed-auth.js";
 import { createObserver, type Observer } from "../pipeline/observe.js";
 import { sendError, sendErrorOnSocket } from "../pipeline/respond.js";
@@ -187,27 +187,9 @@ export class Gateway {
     ).unref();
   }
 
-  private newContext(req: IncomingMessage, upgrade: boolean): RequestContext {
-    return {
-      req,
-      startedAt: performance.now(),
-      upgrade,
-      requestId: "",
-      clientAddress: "",
-      path: "",
-      query: "",
-      route: undefined,
-      principal: undefined,
-      responseHeaders: undefined,
-      error: undefined,
-      upstreamStartedAt: 0,
-      upstreamMs: -1,
-    };
-  }
-
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const runtime = this.runtime;
-    const ctx = this.newContext(req, false);
+    const ctx = createContext(req, false);
     this.inFlight++;
     res.once("close", () => this.finish(ctx, res));
     if (this.draining) res.shouldKeepAlive = false;
@@ -246,7 +228,7 @@ export class Gateway {
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const runtime = this.runtime;
-    const ctx = this.newContext(req, true);
+    const ctx = createContext(req, true);
     socket.on("error", () => socket.destroy());
     if (this.draining) {
       this.failUpgrade(ctx, socket, new GatewayError("SHUTTING_DOWN"));
