@@ -8,6 +8,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { ERROR_CODES } from "../errors.js";
+import { normalizeTarget } from "../pipeline/normalize.js";
 
 const milliseconds = (defaultMs: number, description: string) =>
   z.number().int().positive().max(86_400_000).default(defaultMs).describe(description);
@@ -48,7 +49,18 @@ const httpMethod = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 const pathString = z
   .string()
-  .regex(/^\/[^?#\s]*$/, "must start with / and contain no query, fragment or space");
+  .regex(/^\/[^?#\s]*$/, "must start with / and contain no query, fragment or space")
+  // Requests are matched in canonical form (pipeline/normalize.ts); a path in another form
+  // (`{`, `%41`, `//`, `/./`) could never match one.
+  .superRefine((path, ctx) => {
+    const canonical = normalizeTarget(path);
+    if (!canonical.ok) ctx.addIssue({ code: "custom", message: `not a usable path: ${canonical.reason}` });
+    else if (canonical.path !== path)
+      ctx.addIssue({
+        code: "custom",
+        message: `requests are matched in canonical form: write ${canonical.path}`,
+      });
+  });
 
 const routeMatch = z
   .strictObject({

@@ -6,9 +6,10 @@
  * - `%XX` of an unreserved character is decoded (`%41` → `A`, `%7E` → `~`);
  *   any other escape is kept with upper-case hex.
  * - a printable character RFC 3986 does not allow raw in a path (`"`, `<`,
- *   `>`, `` ` ``, `{`, `}`, `|`, `^`, `[`, `]`) is escaped: http-proxy-3 would
- *   escape most of them on the way out (a WHATWG URL parse), and the router
- *   and the log must see the path the upstream gets.
+ *   `>`, `` ` ``, `{`, `}`, `|`, `^`, `[`, `]`) is escaped, so the router, the
+ *   log and the upstream see one path. (http-proxy-3's URL parse used to
+ *   escape the first six on the way out only; the last four now reach the
+ *   upstream escaped too.)
  * - `.` and `..` segments are removed (RFC 3986 §5.2.4; `..` stops at the root).
  * - runs of `/` are merged; a trailing `/` is kept.
  * - ambiguous targets are refused rather than guessed at: an encoded `/` or

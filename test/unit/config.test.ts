@@ -154,6 +154,19 @@ ${ROUTES}    timeout: 5
     ]);
   });
 
+  it("refuses a route path that no canonical request path could equal, naming the form to write", () => {
+    const route = (name: string, match: string) =>
+      `  - name: ${name}\n    match: ${match}\n    upstream: { url: "http://127.0.0.1:3001" }\n`;
+    const found = problems(
+      `routes:\n${route("braces", "{ path_prefix: '/v1/{tenant}' }")}${route("escape", "{ path: /%41pi/* }")}${route("slashes", "{ path_prefix: /a//b }")}${route("fine", "{ path: /a/*/b/** }")}`,
+    );
+    expect(found.map((p) => [p.path, p.message])).toEqual([
+      ["routes[0].match.path_prefix", "requests are matched in canonical form: write /v1/%7Btenant%7D"],
+      ["routes[1].match.path", "requests are matched in canonical form: write /Api/*"],
+      ["routes[2].match.path_prefix", "requests are matched in canonical form: write /a/b"],
+    ]);
+  });
+
   it("reports a duplicate route name together with other problems", () => {
     const found = problems(`${ROUTES}  - name: api
     match: { path_prefix: /other }
