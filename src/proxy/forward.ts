@@ -140,8 +140,8 @@ export class Forwarder {
    * other request that became ready in it, rather than from inside the parsing of its socket's
    * data. Under load that cut the CPU per request of a public route by about a fifth with the
    * same system calls (bench/; README "Performance"): the same work done back to back costs less
-   * than interleaved. The wait is the rest of the current turn. Requests that waited for the
-   * store resume together anyway.
+   * than interleaved. The wait lasts until the loop's check phase: later in the same turn for a
+   * request that became ready with I/O, one turn later for one that became ready in a check phase.
    */
   web(ctx: RequestContext, res: ServerResponse, target: ForwardTarget): void {
     if (this.queue.length === 0) setImmediate(this.flush);
@@ -158,6 +158,7 @@ export class Forwarder {
         this.send(ctx, res, target);
       } catch (error) {
         // One request's failure must not strand the rest of the batch.
+        this.closed(ctx.req);
         this.hooks.fail(
           ctx,
           res,

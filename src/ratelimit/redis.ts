@@ -9,7 +9,8 @@
  * Redis together, in one script call that decides them one after the other.
  * Under load a busy gateway decides dozens of requests per call, which saves
  * each of them a socket write and a command of its own; a request alone waits
- * only for the rest of the current event-loop phase (setImmediate).
+ * only until the loop's check phase (setImmediate): later in the same turn
+ * when it arrived with I/O, one turn later when it arrived in a check phase.
  *
  * Each counter is a HASH `{s: window start, c: count, p: previous count}`
  * under a key carrying a `{subject}` hash tag, so one subject's keys share a
@@ -113,6 +114,8 @@ export class RedisLimitStore implements LimitStore {
 
   consume(checks: readonly WindowCheck[], cost: number): Promise<Decision> {
     return new Promise<Decision>((resolve, reject) => {
+      // Counters beyond the cap go in the next call, not on top of this one.
+      if (this.waitingKeys + checks.length > MAX_BATCH_KEYS) this.flush();
       this.waiting.push({ checks, cost, resolve, reject });
       this.waitingKeys += checks.length;
       if (this.waiting.length >= MAX_BATCH_REQUESTS || this.waitingKeys >= MAX_BATCH_KEYS) this.flush();

@@ -21,7 +21,7 @@ interface Held {
   res: ServerResponse;
 }
 
-let upstream: TestUpstream;
+let upstream: TestUpstream | undefined;
 let listener: Server | undefined;
 let pool: Map<string, Upstream> | undefined;
 
@@ -32,6 +32,7 @@ afterEach(async () => {
     await new Promise((resolve) => listener?.close(resolve));
   }
   await upstream?.close();
+  upstream = undefined;
   listener = undefined;
   pool = undefined;
 });
@@ -62,6 +63,19 @@ function forwarderTo(url: string): { forwarder: Forwarder; target: ForwardTarget
   };
 }
 
+/** `target` with its proxy's `web` recording each request target handed over (synchronously, as it happens). */
+function recording(target: ForwardTarget, handedOver: string[]): ForwardTarget {
+  return {
+    ...target,
+    proxy: {
+      web: (req: IncomingMessage, ...rest: unknown[]) => {
+        handedOver.push(req.url ?? "");
+        return (target.proxy.web as (...args: unknown[]) => void)(req, ...rest);
+      },
+    } as unknown as ForwardTarget["proxy"],
+  };
+}
+
 /** The context the pipeline would have built: here only the path and query matter. */
 function context(req: IncomingMessage): RequestContext {
   const [path, query] = (req.url ?? "/").split("?") as [string, string | undefined];
@@ -83,8 +97,11 @@ describe("forwarding in batches", () => {
   it("answers every request that became ready in the same turn", async () => {
     upstream = await startUpstream();
     const { forwarder, target } = forwarderTo(upstream.url);
+    const handedOver: string[] = [];
+    let handedOverAtOnce = -1;
     const port = await holdingListener(5, (held) => {
-      for (const { ctx, res } of held) forwarder.web(ctx, res, target);
+      for (const { ctx, res } of held) forwarder.web(ctx, res, recording(target, handedOver));
+      handedOverAtOnce = handedOver.length;
     });
 
     const responses = await Promise.all(
@@ -95,6 +112,9 @@ describe("forwarding in batches", () => {
     expect(responses.map((r) => JSON.parse(r.body.toString()).url)).toEqual(
       [0, 1, 2, 3, 4].map((i) => `/item/${i}?n=${i}`),
     );
+    // Nothing went out while the requests were being queued; all five went out after.
+    expect(handedOverAtOnce).toBe(0);
+    expect(handedOver.sort()).toEqual([0, 1, 2, 3, 4].map((i) => `/item/${i}?n=${i}`));
     expect(upstream.requests).toHaveLength(5);
   });
 
@@ -128,19 +148,9 @@ describe("forwarding in batches", () => {
   it("drops a request whose client went away while it waited", async () => {
     upstream = await startUpstream();
     const { forwarder, target } = forwarderTo(upstream.url);
-    // Records what is handed to http-proxy-3 (synchronously, when the batch goes out).
     const handedOver: string[] = [];
-    const recording: ForwardTarget = {
-      ...target,
-      proxy: {
-        web: (req: IncomingMessage, ...rest: unknown[]) => {
-          handedOver.push(req.url ?? "");
-          return (target.proxy.web as (...args: unknown[]) => void)(req, ...rest);
-        },
-      } as unknown as ForwardTarget["proxy"],
-    };
     const port = await holdingListener(2, (held) => {
-      for (const { ctx, res } of held) forwarder.web(ctx, res, recording);
+      for (const { ctx, res } of held) forwarder.web(ctx, res, recording(target, handedOver));
       // Gone before the end of the turn, when the batch is sent.
       held.find((h) => h.ctx.path === "/gone")?.res.destroy();
     });

@@ -116,10 +116,25 @@ describe("Redis limiter batching", () => {
     );
   });
 
+  it("starts a new call rather than let one request's counters take a call past 256", async () => {
+    await awaitWindowRoom(client, HOUR_MS, 5_000);
+    await scriptCalls();
+    // 100 + 100 counters fit in one call; the third request's 100 would make it 300.
+    const hundred = Array.from({ length: 100 }, (_, i) => window(`hundred${i}`, 1_000, HOUR_MS));
+    const decisions = await Promise.all(Array.from({ length: 3 }, () => limiter.consume(hundred, 1)));
+    expect(await scriptCalls()).toBe(2);
+    // Each counted once, in order: every window of the n-th request has 1000 - n left.
+    expect(decisions.map((d) => [...new Set(d.windows.map((w) => w.remaining))])).toEqual([
+      [999],
+      [998],
+      [997],
+    ]);
+  });
+
   it("fails every request of a call whose reply does not have the expected shape", async () => {
     const odd = await connectRedis(url);
     const shortReplies = new RedisLimitStore(odd, new CircuitBreaker({ failures: 5, cooldownMs: 1_000 }));
-    // A script that answers with too few values, as a foreign script under the same name would.
+    // This client's command runs a script that answers with too few values.
     odd.defineCommand("keygateConsume", { lua: "return { 1, 1 }" });
     try {
       const outcomes = await Promise.allSettled([
