@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { BlockList, isIP, isIPv6 } from "node:net";
 import { GatewayError } from "../errors.js";
 import type { RequestContext } from "./context.js";
+import { removeHopByHop } from "./hop-by-hop.js";
 
 const HOP_BY_HOP = [
   "connection",
@@ -19,6 +20,9 @@ const HOP_BY_HOP = [
   "proxy-authorization",
   "proxy-authenticate",
 ];
+
+/** Named in `Connection`, these still reach the upstream: it needs the host, and the id is keygate's. */
+const KEPT_WHEN_NAMED: ReadonlySet<string> = new Set(["host", "x-request-id"]);
 
 /** Headers a request may carry once only; a second copy makes it ambiguous (RFC 9110 §5.3). */
 const SINGLE_VALUED = new Set(["host", "authorization", "content-length"]);
@@ -60,7 +64,7 @@ function isTrusted(list: BlockList, empty: boolean, address: string): boolean {
 export function sanitizeStage(options: SanitizeOptions) {
   const trusted = compileTrustedProxies(options.trustedProxies);
   const noneTrusted = options.trustedProxies.length === 0;
-  const reserved = options.reservedHeaders ?? [];
+  const removed = [...HOP_BY_HOP, ...(options.reservedHeaders ?? [])];
 
   return function sanitize(ctx: RequestContext): GatewayError | undefined {
     const { req } = ctx;
@@ -88,17 +92,7 @@ export function sanitizeStage(options: SanitizeOptions) {
 
     // Read before the Connection tokens go: a handshake's `Connection: Upgrade` names it.
     const upgrade = ctx.upgrade ? headers.upgrade : undefined;
-    const connection = headers.connection;
-    // `keep-alive` and `close`, by far the most common, name no header beyond HOP_BY_HOP.
-    if (connection !== undefined && connection !== "keep-alive" && connection !== "close") {
-      for (const token of connection.split(",")) {
-        const name = token.trim().toLowerCase();
-        if (name !== "" && name !== "host" && name !== "x-request-id") delete headers[name];
-      }
-    }
-    // A read is cheaper than deleting a name that is not there, the common case.
-    for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
-    for (const name of reserved) if (headers[name] !== undefined) delete headers[name];
+    removeHopByHop(headers, removed, KEPT_WHEN_NAMED);
     // Node re-frames a streamed body itself once it sees this header; without it a
     // chunked GET body would be sent unframed.
     if (headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = "chunked";

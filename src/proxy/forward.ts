@@ -12,6 +12,7 @@ import type { Duplex } from "node:stream";
 import { createProxyServer, type ProxyServer } from "http-proxy-3";
 import { GatewayError } from "../errors.js";
 import type { RequestContext } from "../pipeline/context.js";
+import { removeHopByHop } from "../pipeline/hop-by-hop.js";
 import type { CompiledRoute } from "../pipeline/route.js";
 import type { Upstream } from "./upstream.js";
 
@@ -252,12 +253,7 @@ export class Forwarder {
         this.onWebError(state, res, new Error("upstream closed the connection mid-response"));
     });
     const headers = proxyRes.headers;
-    const connection = headers.connection;
-    // Most upstreams say just `keep-alive` or `close`: tokens that name no other header.
-    if (connection !== undefined && connection !== "keep-alive" && connection !== "close")
-      for (const token of connection.split(",")) delete headers[token.trim().toLowerCase()];
-    // A read is cheaper than deleting a name that is not there, the common case.
-    for (const name of HOP_BY_HOP_RESPONSE) if (headers[name] !== undefined) delete headers[name];
+    removeHopByHop(headers, HOP_BY_HOP_RESPONSE);
     headers.connection = res.shouldKeepAlive && !this.hooks.closing() ? "keep-alive" : "close";
     headers["x-request-id"] = state.ctx.requestId;
     const extra = state.ctx.responseHeaders;
