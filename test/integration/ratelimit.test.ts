@@ -189,7 +189,9 @@ ${apiRoute(url)}`,
     const key = await createKey(gateway.adminUrl, { label: "All or nothing", plan: "tight" });
     const minuteKey = counterKey(namespace, key.id, "api", "minute", 10);
     const hourKey = counterKey(namespace, key.id, "api", "hour", 2);
-    await awaitWindowRoom(redis, HOUR_MS, 5_000);
+    // Over a minute left in the hour, so the hour window ends after the minute window and a
+    // Retry-After from it exceeds any minute's (waits up to 65 s, in one run of ~55).
+    await awaitWindowRoom(redis, HOUR_MS, MINUTE_MS + 5_000);
     const now = await awaitWindowRoom(redis, MINUTE_MS, 5_000);
     const forwardedBefore = upstream.requests.length;
 
@@ -212,7 +214,7 @@ ${apiRoute(url)}`,
       expect(await counterCount(redis, hourKey)).toBe(2);
     }
     expect(upstream.requests.length - forwardedBefore).toBe(2);
-  });
+  }, 100_000);
 });
 
 /** Parses `"name";k=v;k=v, ...` (the IETF RateLimit-Policy / RateLimit syntax keygate emits). */
