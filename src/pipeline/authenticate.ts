@@ -12,6 +12,7 @@ import { isUsable, type KeyRecord } from "../keys/record.js";
 import type { GatewayMetrics } from "../observability/metrics.js";
 import type { RequestContext } from "./context.js";
 import type { FailedAuthGuard } from "./failed-auth.js";
+import { withoutHeader } from "./headers.js";
 import { joinQuery, parseQuery } from "./query.js";
 
 export interface AuthenticateDeps {
@@ -36,7 +37,8 @@ function unauthorized(detail: string, headers: Record<string, string>): GatewayE
 /** The presented key, or the error that ends the request. Strips the credential when asked. */
 function extractCredential(ctx: RequestContext, strip: boolean): string | GatewayError {
   const auth = ctx.route!.config.auth;
-  const headers = ctx.req.headers;
+  const req = ctx.req;
+  const headers = req.headers;
   const found: string[] = [];
 
   const authorization = auth.bearer ? headers.authorization : undefined;
@@ -49,13 +51,13 @@ function extractCredential(ctx: RequestContext, strip: boolean): string | Gatewa
     if (space === -1 || credential === "") return unauthorized("empty bearer credential", INVALID_REQUEST);
     if (/\s/.test(credential)) return unauthorized("more than one bearer credential", INVALID_REQUEST);
     found.push(credential);
-    if (strip) delete headers.authorization;
+    if (strip) req.headers = withoutHeader(req.headers, "authorization");
   }
   if (auth.header !== undefined) {
     const value = headers[auth.header];
     if (typeof value === "string") {
       found.push(value.trim());
-      if (strip) delete headers[auth.header];
+      if (strip) req.headers = withoutHeader(req.headers, auth.header);
     }
   }
   if (auth.query !== undefined && ctx.query !== "") {

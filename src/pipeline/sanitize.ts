@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { BlockList, isIP, isIPv6 } from "node:net";
 import { GatewayError } from "../errors.js";
 import type { RequestContext } from "./context.js";
-import { removeHopByHop } from "./hop-by-hop.js";
+import { withoutHopByHop } from "./headers.js";
 
 const HOP_BY_HOP = [
   "connection",
@@ -21,8 +21,8 @@ const HOP_BY_HOP = [
   "proxy-authenticate",
 ];
 
-/** Named in `Connection`, these still reach the upstream: it needs the host, and the id is keygate's. */
-const KEPT_WHEN_NAMED: ReadonlySet<string> = new Set(["host", "x-request-id"]);
+/** Named in `Connection`, the host still reaches the upstream: it needs it. */
+const KEPT_WHEN_NAMED: ReadonlySet<string> = new Set(["host"]);
 
 /** Headers a request may carry once only; a second copy makes it ambiguous (RFC 9110 §5.3). */
 const SINGLE_VALUED = new Set(["host", "authorization", "content-length"]);
@@ -65,6 +65,8 @@ export function sanitizeStage(options: SanitizeOptions) {
   const trusted = compileTrustedProxies(options.trustedProxies);
   const noneTrusted = options.trustedProxies.length === 0;
   const removed = [...HOP_BY_HOP, ...(options.reservedHeaders ?? [])];
+  // From a peer that is not a trusted proxy, these are claims nobody can check.
+  const removedFromUntrusted = [...removed, "forwarded", "x-real-ip"];
 
   return function sanitize(ctx: RequestContext): GatewayError | undefined {
     const { req } = ctx;
@@ -88,33 +90,33 @@ export function sanitizeStage(options: SanitizeOptions) {
     const requestId = headers["x-request-id"];
     ctx.requestId =
       typeof requestId === "string" && VALID_REQUEST_ID.test(requestId) ? requestId : randomUUID();
-    headers["x-request-id"] = ctx.requestId;
-
     // Read before the Connection tokens go: a handshake's `Connection: Upgrade` names it.
     const upgrade = ctx.upgrade ? headers.upgrade : undefined;
-    removeHopByHop(headers, removed, KEPT_WHEN_NAMED);
+    const peer = plainAddress(req.socket.remoteAddress);
+    const fromTrusted = isTrusted(trusted, noneTrusted, peer);
+
+    const kept = withoutHopByHop(headers, fromTrusted ? removed : removedFromUntrusted, KEPT_WHEN_NAMED);
+    req.headers = kept;
+    kept["x-request-id"] = ctx.requestId;
     // Node re-frames a streamed body itself once it sees this header; without it a
     // chunked GET body would be sent unframed.
-    if (headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = "chunked";
+    if (kept["transfer-encoding"] !== undefined) kept["transfer-encoding"] = "chunked";
     if (upgrade !== undefined) {
       // The upgrade handshake is the one hop-by-hop exchange a proxy must pass on.
-      headers.connection = "upgrade";
-      headers.upgrade = upgrade;
+      kept.connection = "upgrade";
+      kept.upgrade = upgrade;
     }
 
-    const peer = plainAddress(req.socket.remoteAddress);
-    if (isTrusted(trusted, noneTrusted, peer)) {
-      const chain = headers["x-forwarded-for"];
-      headers["x-forwarded-for"] = chain ? `${chain}, ${peer}` : peer;
-      headers["x-forwarded-proto"] ??= options.protocol;
-      headers["x-forwarded-host"] ??= headers.host ?? "";
-      ctx.clientAddress = firstUntrusted(headers["x-forwarded-for"], trusted) ?? peer;
+    if (fromTrusted) {
+      const chain = kept["x-forwarded-for"];
+      kept["x-forwarded-for"] = chain ? `${chain}, ${peer}` : peer;
+      kept["x-forwarded-proto"] ??= options.protocol;
+      kept["x-forwarded-host"] ??= kept.host ?? "";
+      ctx.clientAddress = firstUntrusted(kept["x-forwarded-for"], trusted) ?? peer;
     } else {
-      headers["x-forwarded-for"] = peer;
-      headers["x-forwarded-proto"] = options.protocol;
-      headers["x-forwarded-host"] = headers.host ?? "";
-      if (headers.forwarded !== undefined) delete headers.forwarded;
-      if (headers["x-real-ip"] !== undefined) delete headers["x-real-ip"];
+      kept["x-forwarded-for"] = peer;
+      kept["x-forwarded-proto"] = options.protocol;
+      kept["x-forwarded-host"] = kept.host ?? "";
       ctx.clientAddress = peer;
     }
     return undefined;

@@ -12,7 +12,7 @@ import type { Duplex } from "node:stream";
 import { createProxyServer, type ProxyServer } from "http-proxy-3";
 import { GatewayError } from "../errors.js";
 import type { RequestContext } from "../pipeline/context.js";
-import { removeHopByHop } from "../pipeline/hop-by-hop.js";
+import { withoutHeader, withoutHopByHop } from "../pipeline/headers.js";
 import type { CompiledRoute } from "../pipeline/route.js";
 import type { Upstream } from "./upstream.js";
 
@@ -100,7 +100,7 @@ export class Forwarder {
     // Put the framing back just before the request goes out.
     proxy.before("web", "stream", (req) => {
       if (!(req as TrackedRequest)[IN_FLIGHT]?.chunked) return;
-      delete req.headers["content-length"];
+      req.headers = withoutHeader(req.headers, "content-length");
       req.headers["transfer-encoding"] = "chunked";
     });
     proxy.on("proxyReq", (proxyReq, req) => this.onProxyRequest(proxyReq, req as TrackedRequest));
@@ -174,7 +174,7 @@ export class Forwarder {
     const state = this.track(ctx, target, req.headers["transfer-encoding"] !== undefined);
     // Node has already answered the client's `Expect: 100-continue`. Passed on, the header would
     // make http-proxy-3 skip its proxyReq event, so no timeout could abort the upstream request.
-    if (req.headers.expect !== undefined) delete req.headers.expect;
+    req.headers = withoutHeader(req.headers, "expect");
     // Cleared on the upstream's answer or fault, or by `closed` when the client goes first.
     state.timer = setTimeout(() => this.onTimeout(state, res), target.responseTimeoutMs);
     target.proxy.web(req, res, (error) => this.onWebError(state, res, error as Error));
@@ -252,8 +252,8 @@ export class Forwarder {
       if (!proxyRes.complete && !res.destroyed)
         this.onWebError(state, res, new Error("upstream closed the connection mid-response"));
     });
-    const headers = proxyRes.headers;
-    removeHopByHop(headers, HOP_BY_HOP_RESPONSE);
+    const headers = withoutHopByHop(proxyRes.headers, HOP_BY_HOP_RESPONSE);
+    proxyRes.headers = headers;
     headers.connection = res.shouldKeepAlive && !this.hooks.closing() ? "keep-alive" : "close";
     headers["x-request-id"] = state.ctx.requestId;
     const extra = state.ctx.responseHeaders;

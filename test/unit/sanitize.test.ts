@@ -9,7 +9,7 @@ interface Probe {
   upgrade?: boolean;
 }
 
-/** Runs the stage on a request with these raw headers; returns the headers left and the context. */
+/** Runs the stage on a request with these raw headers; returns the headers it forwards and the context. */
 function sanitize(probe: Probe, trustedProxies: string[] = [], reservedHeaders: string[] = []) {
   const headers: IncomingHttpHeaders = {};
   for (const [name, value] of probe.headers) {
@@ -28,7 +28,7 @@ function sanitize(probe: Probe, trustedProxies: string[] = [], reservedHeaders: 
     clientAddress: "",
   } as unknown as RequestContext;
   const error = sanitizeStage({ trustedProxies, protocol: "http", reservedHeaders })(ctx);
-  return { error, headers, ctx };
+  return { error, headers: ctx.req.headers, ctx };
 }
 
 describe("hop-by-hop headers", () => {
