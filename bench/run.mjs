@@ -7,14 +7,17 @@
 // (taskset, when available); upstream, Redis and the load generator share
 // the other core. Throughput is measured at saturation with wrk (autocannon
 // when wrk is missing), latency at a fixed rate of half the target's
-// saturation with an open-loop generator (paced.mjs). Each figure is the median
-// of the rounds; every round starts each proxy afresh, so the median spans
-// several processes.
+// saturation with an open-loop generator (paced.mjs). Each target's ratio to
+// the bare proxy comes from a bare proxy started and warmed with it and
+// measured just before and just after it, so drift of the machine's speed
+// over minutes cancels out; each figure is the median over the rounds, and
+// every round starts each target afresh, so the median spans several
+// processes.
 // Per request, it also reports the CPU time the proxy process spent (from
 // /proc, so independent of how busy the load's core was) and the Redis work:
 // commands executed, and calls made (script calls and lookups).
 //
-// Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (2),
+// Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (5),
 // BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (comma-separated target names),
 // BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in bench/results/profiles).
 import { execFileSync, spawn } from "node:child_process";
@@ -30,7 +33,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+// Node proxies, the bare one too, reach their steady throughput only after several seconds of
+// load (V8 compiles the hot path in tiers); after 2 s they were still well below it.
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 100_000);
 const ONLY = process.env.BENCH_ONLY?.split(",");
@@ -39,6 +44,8 @@ const NAMESPACE = "bench:";
 // so the comparison is between the code, not the runtime settings.
 const NODE_FLAGS = ["--max-semi-space-size=32"];
 const HUGE = 1_000_000_000;
+/** Length of each of the two bare-proxy measurements around a target's (wrk takes whole seconds). */
+const BESIDE_SECONDS = Math.max(1, Math.round(SECONDS / 2));
 
 const has = (command) => {
   try {
@@ -552,52 +559,90 @@ async function main() {
   const samples = new Map(
     selected.map((t) => [
       t.name,
-      { rps: [], p99: [], lat50: [], lat99: [], cpu: [], busy: [], cmds: [], calls: [], non2xx: [] },
+      {
+        rps: [],
+        ratio: [],
+        p99: [],
+        lat50: [],
+        lat99: [],
+        cpu: [],
+        busy: [],
+        cmds: [],
+        calls: [],
+        non2xx: [],
+      },
     ]),
   );
+  /** One saturation measurement of a running target, with its CPU and Redis work per request. */
+  const measure = async (target, seconds) => {
+    const before = target.redis ? await commandStats(redis) : undefined;
+    const cpuBefore = cpuMicros(target.pid);
+    const sat = await saturate(target.url, target.headers, seconds);
+    const cpuAfter = cpuMicros(target.pid);
+    const after = target.redis ? await commandStats(redis) : undefined;
+    // The CPU and Redis windows also hold wrk's start and exit, when no request is in flight.
+    const requests = Math.max(1, sat.total);
+    const s = samples.get(target.name);
+    const cpuPerRequest = (cpuAfter - cpuBefore) / requests;
+    s.cpu.push(cpuPerRequest);
+    s.busy.push((cpuPerRequest * sat.rps) / 1e6);
+    s.rps.push(sat.rps);
+    s.p99.push(sat.p99);
+    s.non2xx.push(sat.non2xx / requests);
+    if (before && after) {
+      s.cmds.push((after.commands - before.commands) / requests);
+      s.calls.push((after.calls - before.calls) / requests);
+    }
+    return sat.rps;
+  };
+  const latency = async (target) => {
+    const s = samples.get(target.name);
+    const rate = Math.round(median(s.rps) / 2);
+    const lat = await paced(target.url, target.headers, SECONDS, rate);
+    s.lat50.push(lat.p50);
+    s.lat99.push(lat.p99);
+    return `p99 ${lat.p99} ms @ ${rate} req/s`;
+  };
+  const baselineTarget = selected.find((t) => t.baseline);
   for (let round = 1; round <= ROUNDS; round++) {
     for (const target of selected) {
-      const s = samples.get(target.name);
-      // A fresh process every round: two processes of one build can settle ~10 % apart, so the
-      // median should come from several of them. Only the target being measured is running.
+      if (target.baseline) continue;
+      // Machine speed drifts by tens of percent within minutes here (a virtual machine's
+      // neighbours), so each target is compared with a bare proxy started and warmed with it and
+      // measured just before and just after it, idle while the target is loaded. Both start
+      // afresh for every target and round: two processes of one build can settle ~10 % apart, so
+      // a median should come from several of them.
+      Object.assign(baselineTarget, await baselineTarget.start());
       if (target.start) Object.assign(target, await target.start());
       if (target.prewarm) await autocannon(target.url, target.prewarm, 0, KEY_COUNT);
+      await saturate(baselineTarget.url, baselineTarget.headers, WARMUP);
       await saturate(target.url, target.headers, WARMUP);
-      const before = target.redis ? await commandStats(redis) : undefined;
-      const cpuBefore = cpuMicros(target.pid);
-      const sat = await saturate(target.url, target.headers, SECONDS);
-      const cpuAfter = cpuMicros(target.pid);
-      const after = target.redis ? await commandStats(redis) : undefined;
-      // The CPU and Redis windows also hold wrk's start and exit, when no request is in flight.
-      const requests = Math.max(1, sat.total);
-      const cpuPerRequest = (cpuAfter - cpuBefore) / requests;
-      s.cpu.push(cpuPerRequest);
-      s.busy.push((cpuPerRequest * sat.rps) / 1e6);
-      s.rps.push(sat.rps);
-      s.p99.push(sat.p99);
-      s.non2xx.push(sat.non2xx / requests);
-      if (before && after) {
-        s.cmds.push((after.commands - before.commands) / requests);
-        s.calls.push((after.calls - before.calls) / requests);
-      }
-      const rate = Math.round(median(s.rps) / 2);
-      const lat = await paced(target.url, target.headers, SECONDS, rate);
-      s.lat50.push(lat.p50);
-      s.lat99.push(lat.p99);
+      const bareBefore = await measure(baselineTarget, BESIDE_SECONDS);
+      const rps = await measure(target, SECONDS);
+      const bareAfter = await measure(baselineTarget, BESIDE_SECONDS);
+      await baselineTarget.stop();
+      const ratio = rps / ((bareBefore + bareAfter) / 2);
+      samples.get(target.name).ratio.push(ratio);
+      const lat = await latency(target);
       await target.stop?.();
       process.stderr.write(
-        `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(sat.rps)} req/s, p99 ${lat.p99} ms @ ${rate} req/s\n`,
+        `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(rps)} req/s = ${ratio.toFixed(2)} x bare, ${lat}\n`,
       );
     }
+    Object.assign(baselineTarget, await baselineTarget.start());
+    await saturate(baselineTarget.url, baselineTarget.headers, WARMUP);
+    const lat = await latency(baselineTarget);
+    await baselineTarget.stop();
+    process.stderr.write(`round ${round}/${ROUNDS}  ${baselineTarget.name.padEnd(40)} ${lat}\n`);
   }
 
-  const baseline = median(samples.get("bare http-proxy-3").rps);
   const rows = selected.map((t) => {
     const s = samples.get(t.name);
     return {
       target: t.name,
       rps: Math.round(median(s.rps)),
-      ratio: Number((median(s.rps) / baseline).toFixed(2)),
+      // The median of the ratios to the bare proxy measured beside the target, not a ratio of medians.
+      ratio: t.baseline ? 1 : Number(median(s.ratio).toFixed(2)),
       p50_ms: round2(median(s.lat50)),
       p99_ms: round2(median(s.lat99)),
       sat_p99_ms: round2(median(s.p99)),
