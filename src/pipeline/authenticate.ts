@@ -38,10 +38,9 @@ function unauthorized(detail: string, headers: Record<string, string>): GatewayE
 function extractCredential(ctx: RequestContext, strip: boolean): string | GatewayError {
   const auth = ctx.route!.config.auth;
   const req = ctx.req;
-  const headers = req.headers;
   const found: string[] = [];
 
-  const authorization = auth.bearer ? headers.authorization : undefined;
+  const authorization = auth.bearer ? req.headers.authorization : undefined;
   if (authorization !== undefined) {
     const space = authorization.indexOf(" ");
     const scheme = space === -1 ? authorization : authorization.slice(0, space);
@@ -54,7 +53,8 @@ function extractCredential(ctx: RequestContext, strip: boolean): string | Gatewa
     if (strip) req.headers = withoutHeader(req.headers, "authorization");
   }
   if (auth.header !== undefined) {
-    const value = headers[auth.header];
+    // From the headers as they are now: a stripped Bearer credential is not found twice.
+    const value = req.headers[auth.header];
     if (typeof value === "string") {
       found.push(value.trim());
       if (strip) req.headers = withoutHeader(req.headers, auth.header);

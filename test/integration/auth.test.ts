@@ -60,6 +60,10 @@ routes:
     match: { path_prefix: /hdr }
     upstream: { url: "${upstream.url}" }
     auth: { header: x-api-key }
+  - name: authorization-header
+    match: { path_prefix: /authz }
+    upstream: { url: "${upstream.url}" }
+    auth: { header: authorization }
   - name: query
     match: { path_prefix: /qry }
     upstream: { url: "${upstream.url}" }
@@ -319,6 +323,15 @@ describe("what reaches the upstream", () => {
     expect(both.forwarded).toHaveLength(0);
     // The header is not a key source on other routes.
     expectUnauthorized(await proxyRequest(port, "/api/items", { headers: { "x-api-key": created.key } }));
+  });
+
+  it("a route whose auth.header is Authorization takes a Bearer key once, not as a second credential", async () => {
+    const created = await createKey(gateway.adminUrl, { label: "Authz key", plan: "pro" });
+    const { answer, forwarded } = await through(() =>
+      proxyRequest(port, "/authz/items", { key: created.key }),
+    );
+    expect(answer.status, answer.text).toBe(200);
+    expect(forwarded[0]!.headers.authorization).toBeUndefined();
   });
 
   it("a route with auth.query accepts the key there and strips the parameter from the forwarded URL", async () => {
