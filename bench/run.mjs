@@ -407,6 +407,8 @@ async function main() {
   );
   const redisUrl = `redis://127.0.0.1:${redisPort}`;
   const redis = new Redis(redisUrl);
+  // A failing command rejects its call; a failed run stops Redis under this client, which need not say so.
+  redis.on("error", () => {});
 
   const upstreamPort = await freePort();
   const upstream = await start("upstream", [process.execPath, join(here, "upstream.mjs")], {
@@ -555,6 +557,8 @@ async function main() {
   const manyTarget = targets.find((t) => t.headers === headers.many);
   if (manyTarget) manyTarget.prewarm = headers.many;
   const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.some((o) => t.name.includes(o)));
+  // The bare proxy is measured beside the other targets only.
+  if (selected.length < 2) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects no target`);
 
   const samples = new Map(
     selected.map((t) => [
