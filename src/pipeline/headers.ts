@@ -22,17 +22,26 @@ export function withoutHopByHop(
   names: readonly string[],
   keep?: ReadonlySet<string>,
 ): IncomingHttpHeaders {
-  const removed: string[] = [];
+  // Built only when something goes: most requests and responses carry no hop-by-hop header.
+  let removed: string[] | undefined;
   const connection = headers.connection;
   // `keep-alive` and `close`, by far the most common values, name no other header.
   if (connection !== undefined && connection !== "keep-alive" && connection !== "close") {
     for (const token of connection.split(",")) {
       const name = token.trim().toLowerCase();
-      if (name !== "" && !keep?.has(name) && headers[name] !== undefined) removed.push(name);
+      if (name !== "" && !keep?.has(name) && headers[name] !== undefined) removed = including(removed, name);
     }
   }
-  for (const name of names) if (headers[name] !== undefined) removed.push(name);
-  return removed.length === 0 ? headers : copyWithout(headers, (name) => removed.includes(name));
+  for (const name of names) if (headers[name] !== undefined) removed = including(removed, name);
+  if (removed === undefined) return headers;
+  const gone = removed;
+  return copyWithout(headers, (name) => gone.includes(name));
+}
+
+function including(list: string[] | undefined, name: string): string[] {
+  if (list === undefined) return [name];
+  list.push(name);
+  return list;
 }
 
 /** `headers` without `name`: the same object when it is absent, else a copy. */
