@@ -48,6 +48,13 @@ async function scriptCalls(): Promise<number> {
   return count;
 }
 
+/** `count` requests with the same checks, all in one turn: their decisions and the script calls made. */
+async function consumeTogether(count: number, checks: WindowCheck[]) {
+  await scriptCalls();
+  const decisions = await Promise.all(Array.from({ length: count }, () => limiter.consume(checks, 1)));
+  return { decisions, calls: await scriptCalls() };
+}
+
 describe("Redis limiter batching", () => {
   it("decides requests of one turn in one script call, each exactly and in order", async () => {
     await awaitWindowRoom(client, MINUTE_MS, 5_000);
@@ -95,10 +102,8 @@ describe("Redis limiter batching", () => {
 
   it("splits a large turn into calls of at most 64 requests", async () => {
     await awaitWindowRoom(client, MINUTE_MS, 5_000);
-    await scriptCalls();
-    const shared = [window("large", 1_000)];
-    const decisions = await Promise.all(Array.from({ length: 150 }, () => limiter.consume(shared, 1)));
-    expect(await scriptCalls()).toBe(3);
+    const { decisions, calls } = await consumeTogether(150, [window("large", 1_000)]);
+    expect(calls).toBe(3);
     expect(decisions.map((d) => d.windows[0]!.remaining)).toEqual(
       Array.from({ length: 150 }, (_, i) => 999 - i),
     );
@@ -106,11 +111,10 @@ describe("Redis limiter batching", () => {
 
   it("also caps a call at 256 counters, however few requests carry them", async () => {
     await awaitWindowRoom(client, HOUR_MS, 5_000);
-    await scriptCalls();
     // 40 requests of 8 windows each: 32 of them fill the first call, the other 8 go in a second.
     const eight = Array.from({ length: 8 }, (_, i) => window(`wide${i}`, 1_000, HOUR_MS));
-    const decisions = await Promise.all(Array.from({ length: 40 }, () => limiter.consume(eight, 1)));
-    expect(await scriptCalls()).toBe(2);
+    const { decisions, calls } = await consumeTogether(40, eight);
+    expect(calls).toBe(2);
     expect(decisions.map((d) => d.windows.map((w) => w.remaining))).toEqual(
       Array.from({ length: 40 }, (_, i) => Array(8).fill(999 - i)),
     );
@@ -118,11 +122,10 @@ describe("Redis limiter batching", () => {
 
   it("starts a new call rather than let one request's counters take a call past 256", async () => {
     await awaitWindowRoom(client, HOUR_MS, 5_000);
-    await scriptCalls();
     // 100 + 100 counters fit in one call; the third request's 100 would make it 300.
     const hundred = Array.from({ length: 100 }, (_, i) => window(`hundred${i}`, 1_000, HOUR_MS));
-    const decisions = await Promise.all(Array.from({ length: 3 }, () => limiter.consume(hundred, 1)));
-    expect(await scriptCalls()).toBe(2);
+    const { decisions, calls } = await consumeTogether(3, hundred);
+    expect(calls).toBe(2);
     // Each counted once, in order: every window of the n-th request has 1000 - n left.
     expect(decisions.map((d) => [...new Set(d.windows.map((w) => w.remaining))])).toEqual([
       [999],
