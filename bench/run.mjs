@@ -10,7 +10,9 @@
 // saturation with an open-loop generator (paced.mjs). Each target's ratio to
 // the bare proxy comes from a bare proxy started and warmed with it and
 // measured just before and just after it, so drift of the machine's speed
-// over minutes cancels out; each figure is the median over the rounds, and
+// over minutes cancels out; so does the p99 latency it adds (the bare proxy's
+// p99 at the target's rate, just before and just after it). Each figure is
+// the median over the rounds, and
 // every round starts each target afresh, so the median spans several
 // processes.
 // Per request, it also reports the CPU time the proxy process spent (from
@@ -18,8 +20,9 @@
 // commands executed, and calls made (script calls and lookups).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (5),
-// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (a regular expression: the targets whose names it matches),
-// BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in bench/results/profiles).
+// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (a regular expression: only the targets
+// whose names it matches), BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in
+// bench/results/profiles). Build against build: bench/ab.mjs.
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
