@@ -4,13 +4,14 @@
 //
 // Everything listens on 127.0.0.1. The process under test goes on core 0 (taskset, when
 // available); what it talks to and the load go on core 1.
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { cpus, tmpdir } from "node:os";
+import { constants, cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 export const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, "..");
@@ -103,7 +104,7 @@ export function start(name, argv, { env = {}, core = 0, ready = (line) => line.i
   });
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resolves once something accepts connections on the port (for a process that prints nothing). */
 export async function untilListening(port) {
@@ -237,6 +238,20 @@ request = function()
   return wrk.format(nil, nil, { ["Authorization"] = values[math.random(#values)] })
 end`;
 
+/**
+ * Runs a load generator on the load's core and resolves with its stdout. Asynchronously, so a
+ * signal stops the run at once; `cleanup` aborts whatever generator is still running.
+ */
+const stopping = new AbortController();
+async function runOnLoadCore(argv) {
+  const [command, rest] = pin(1, argv);
+  const { stdout } = await promisify(execFile)(command, rest, {
+    encoding: "utf8",
+    signal: stopping.signal,
+  });
+  return stdout;
+}
+
 /** Saturation throughput (requests/s) and latency percentiles, from wrk or autocannon. */
 export async function saturate(url, headerFile, seconds) {
   if (useWrk) {
@@ -254,8 +269,7 @@ export async function saturate(url, headerFile, seconds) {
       "--",
       headerFile,
     ];
-    const [command, rest] = pin(1, args);
-    const out = execFileSync(command, rest, { encoding: "utf8" });
+    const out = await runOnLoadCore(args);
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
     const p = (q) => toMs(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`).exec(out)?.[1]);
     const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
@@ -284,9 +298,8 @@ function toMs(text) {
 }
 
 /** Runs a load script of bench/ on the load's core; its last stdout line is its JSON result. */
-function runLoad(script, args) {
-  const [command, rest] = pin(1, [process.execPath, join(here, script), ...args.map(String)]);
-  const out = execFileSync(command, rest, { encoding: "utf8" });
+async function runLoad(script, args) {
+  const out = await runOnLoadCore([process.execPath, join(here, script), ...args.map(String)]);
   return JSON.parse(out.trim().split("\n").pop());
 }
 
@@ -295,8 +308,8 @@ export const autocannon = (url, headerFile, seconds, sequentialAmount = 0) =>
   runLoad("load.mjs", [url, seconds, CONNECTIONS, headerFile, sequentialAmount]);
 
 /** Latency percentiles under open-loop load at a fixed rate (paced.mjs). */
-export const paced = (url, headerFile, seconds, rate) =>
-  checked(url, runLoad("paced.mjs", [url, rate, seconds, CONNECTIONS, headerFile]));
+export const paced = async (url, headerFile, seconds, rate) =>
+  checked(url, await runLoad("paced.mjs", [url, rate, seconds, CONNECTIONS, headerFile]));
 
 // ---------------------------------------------------------------- redis accounting
 
@@ -374,6 +387,7 @@ export async function startKeygate(name, config, { build = join(root, "dist"), f
 
 /** Stops every process started here and removes the working directory. */
 function cleanup() {
+  stopping.abort();
   for (const child of children) child.kill("SIGTERM");
   try {
     execFileSync("sh", ["-c", `[ -f ${work}/nginx.pid ] && kill $(cat ${work}/nginx.pid) || true`]);
@@ -389,8 +403,11 @@ export function runMain(main) {
       stdio: "inherit",
       env: { ...process.env, BENCH_PINNED: "1" },
     });
-    children.push(child); // stopped with this process, and it stops what it started
-    child.on("exit", (code) => process.exit(code ?? 1));
+    // This process only waits: the child has its own working directory.
+    rmSync(work, { recursive: true, force: true });
+    // A signal sent to this process alone (not its group) must still stop the run.
+    for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));
+    child.on("exit", (code, signal) => process.exit(code ?? 128 + (constants.signals[signal] ?? 0)));
     return;
   }
   for (const [signal, code] of [
@@ -399,7 +416,8 @@ export function runMain(main) {
   ]) {
     process.on(signal, () => {
       cleanup();
-      process.exit(code);
+      // Exits once cleanup had time to remove the working directory (it waits for the processes).
+      setTimeout(() => process.exit(code), 600);
     });
   }
   main().then(
@@ -408,7 +426,8 @@ export function runMain(main) {
       setTimeout(() => process.exit(0), 600);
     },
     (error) => {
-      process.stderr.write(`bench failed: ${error.stack ?? error}\n`);
+      // Interrupted: the load generator that was running was stopped on purpose.
+      if (!stopping.signal.aborted) process.stderr.write(`bench failed: ${error.stack ?? error}\n`);
       cleanup();
       setTimeout(() => process.exit(1), 600);
     },

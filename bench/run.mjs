@@ -12,9 +12,8 @@
 // measured just before and just after it, so drift of the machine's speed
 // over minutes cancels out; so does the p99 latency it adds (the bare proxy's
 // p99 at the target's rate, just before and just after it). Each figure is
-// the median over the rounds, and
-// every round starts each target afresh, so the median spans several
-// processes.
+// the median over the rounds, and every round starts each target afresh, so
+// the median spans several processes.
 // Per request, it also reports the CPU time the proxy process spent (from
 // /proc, so independent of how busy the load's core was) and the Redis work:
 // commands executed, and calls made (script calls and lookups).
@@ -51,6 +50,7 @@ import {
   runMain,
   saturate,
   seedRedis,
+  sleep,
   start,
   startKeygate,
   startRedis,
@@ -315,8 +315,8 @@ async function main() {
       // Machine speed drifts by tens of percent within minutes here (a virtual machine's
       // neighbours), so each target is compared with a bare proxy started and warmed with it and
       // measured just before and just after it, idle while the target is loaded. Both start
-      // afresh for every target and round: two processes of one build can settle ~10 % apart, so
-      // a median should come from several of them.
+      // afresh for every target and round: two processes of one build can settle up to 15 %
+      // apart, so a median should come from several of them.
       Object.assign(baselineTarget, await baselineTarget.start());
       if (target.start) Object.assign(target, await target.start());
       if (target.prewarm) await autocannon(target.url, target.prewarm, 0, KEY_COUNT);
@@ -327,6 +327,7 @@ async function main() {
       const bareAfter = await measure(baselineTarget, BESIDE_SECONDS);
       const ratio = rps / ((bareBefore + bareAfter) / 2);
       samples.get(target.name).ratio.push(ratio);
+      await sleep(1_000); // neither proxy's latency should start on the tail of a saturation run
       // Latency added is measured the same way: the bare proxy at the target's rate, before and after.
       const lat = await latency(target, baselineTarget, (bareBefore + bareAfter) / 2);
       await baselineTarget.stop();
@@ -351,13 +352,17 @@ async function main() {
       ratio: t.baseline ? 1 : Number(median(s.ratio).toFixed(2)),
       p50_ms: round2(median(s.lat50)),
       p99_ms: round2(median(s.lat99)),
+      // Over the rounds where the bare proxy could carry the target's rate (see `latency`).
       p99_added_ms: t.baseline ? null : round2(median(s.added99)),
+      p99_added_rounds: s.added99.length,
       sat_p99_ms: round2(median(s.p99)),
       cpu_us_per_req: round2(median(s.cpu)),
       proxy_core_busy: round2(median(s.busy)),
       redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
       redis_calls_per_req: s.calls.length ? round2(median(s.calls)) : null,
       non2xx_share: round2(median(s.non2xx)),
+      // Every measurement behind the medians, in the order taken (the bare proxy's: two per target).
+      samples: s,
     };
   });
   const result = {
