@@ -3,15 +3,191 @@
  * default, so several gateways can live in one process, as tests do).
  * Labels are bounded: route names and status codes from the configuration,
  * never paths, keys or client addresses.
+ *
+ * What every forwarded request updates (its route's request count and two
+ * durations, the accepted authentication, the admitted rate-limit decision)
+ * is counted in plain numbers of a {@link RouteMetrics} and folded into
+ * prom-client when `/metrics` is scraped: prom-client validates and hashes
+ * the labels of every `inc` and `observe`, which cost ~2.5 µs per request
+ * (CPU profile of the Redis path). Everything else calls prom-client directly.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  type LabelValues,
+  type MetricValueWithName,
+  type Registry,
+} from "prom-client";
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/** One label set of a counter: incremented in place, added to the counter at scrape time. */
+export interface CounterSlot {
+  pending: number;
+}
+
+/** Slots of one prom-client counter, folded into it by the counter's `collect` (scrape time). */
+class CounterSlots<L extends string> {
+  private readonly slots = new Map<string, CounterSlot & { readonly labels: LabelValues<L> }>();
+
+  /** The slot of `labels` (created on first use; keep it rather than ask per request). */
+  slot(labels: LabelValues<L>): CounterSlot {
+    const key = JSON.stringify(labels);
+    let slot = this.slots.get(key);
+    if (!slot) {
+      slot = { labels, pending: 0 };
+      this.slots.set(key, slot);
+    }
+    return slot;
+  }
+
+  foldInto(counter: Counter<L>): void {
+    for (const slot of this.slots.values()) {
+      if (slot.pending === 0) continue;
+      counter.inc(slot.labels, slot.pending);
+      slot.pending = 0;
+    }
+  }
+}
+
+/** A counter whose hot label sets are counted in {@link CounterSlot}s. */
+function slottedCounter<L extends string>(config: {
+  name: string;
+  help: string;
+  labelNames: readonly L[];
+  registers: Registry[];
+}): { counter: Counter<L>; slots: CounterSlots<L> } {
+  const slots = new CounterSlots<L>();
+  const counter = new Counter<L>({
+    ...config,
+    collect() {
+      slots.foldInto(this);
+    },
+  });
+  return { counter, slots };
+}
+
+/** The observations of one route in a {@link RouteHistogram}. */
+export class HistogramSeries {
+  /** Observations per bucket, not cumulative; the last one is above every bound. */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(private readonly bounds: readonly number[]) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(value: number): void {
+    const bounds = this.bounds;
+    let i = 0;
+    while (i < bounds.length && value > (bounds[i] as number)) i++;
+    this.counts[i] = (this.counts[i] as number) + 1;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/**
+ * A histogram labelled by route, registered on a prom-client registry like one
+ * of its own (same exposition, same `_bucket`/`_sum`/`_count` series), whose
+ * observations cost a bucket search and three additions.
+ */
+export class RouteHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly series = new Map<string, HistogramSeries>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+    registers: Registry[],
+  ) {
+    for (const registry of registers) registry.registerMetric(this as never);
+  }
+
+  /** The series of `route` (created on first use). */
+  route(route: string): HistogramSeries {
+    let series = this.series.get(route);
+    if (!series) {
+      series = new HistogramSeries(this.bounds);
+      this.series.set(route, series);
+    }
+    return series;
+  }
+
+  /** What prom-client's registry reads to expose it (the shape its own histograms return). */
+  get() {
+    const values: MetricValueWithName<string>[] = [];
+    const bucket = `${this.name}_bucket`;
+    for (const [route, series] of this.series) {
+      let cumulative = 0;
+      this.bounds.forEach((le, i) => {
+        cumulative += series.counts[i] as number;
+        values.push({ labels: { le, route }, value: cumulative, metricName: bucket });
+      });
+      values.push({ labels: { le: "+Inf", route }, value: series.count, metricName: bucket });
+      values.push({ labels: { route }, value: series.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { route }, value: series.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  /** Zeroes every series in place: {@link RouteMetrics} keep theirs. */
+  reset(): void {
+    for (const series of this.series.values()) {
+      series.counts.fill(0);
+      series.sum = 0;
+      series.count = 0;
+    }
+  }
+}
+
+/** What one route's forwarded requests update, resolved once per route. */
+export class RouteMetrics {
+  readonly requestDuration: HistogramSeries;
+  readonly upstreamDuration: HistogramSeries;
+  /** keygate_ratelimit_decisions_total{result="allowed"} of this route. */
+  readonly rateLimitAllowed: CounterSlot;
+  private readonly byMethod = new Map<string, Map<number, CounterSlot>>();
+
+  constructor(
+    private readonly name: string,
+    private readonly requestSlots: CounterSlots<"route" | "method" | "status">,
+    durations: { request: RouteHistogram; upstream: RouteHistogram },
+    decisionSlots: CounterSlots<"route" | "result">,
+  ) {
+    this.requestDuration = durations.request.route(name);
+    this.upstreamDuration = durations.upstream.route(name);
+    this.rateLimitAllowed = decisionSlots.slot({ route: name, result: "allowed" });
+  }
+
+  /** Counts one answered request in keygate_requests_total. */
+  countRequest(method: string, status: number): void {
+    let byStatus = this.byMethod.get(method);
+    if (!byStatus) {
+      byStatus = new Map();
+      this.byMethod.set(method, byStatus);
+    }
+    let slot = byStatus.get(status);
+    if (!slot) {
+      slot = this.requestSlots.slot({ route: this.name, method, status });
+      byStatus.set(status, slot);
+    }
+    slot.pending++;
+  }
+}
+
 export interface GatewayMetrics {
+  /** The per-request metrics of route `name` ("none" when no route matched), created on first use. */
+  route(name: string): RouteMetrics;
+  /** keygate_authentications_total{result="ok"}. */
+  readonly authenticated: CounterSlot;
   readonly requests: Counter<"route" | "method" | "status">;
-  readonly requestDuration: Histogram<"route">;
-  readonly upstreamDuration: Histogram<"route">;
+  readonly requestDuration: RouteHistogram;
+  readonly upstreamDuration: RouteHistogram;
   /**
    * Readers of the requests in flight, summed when the gauge is scraped: counting in the
    * gauge itself would cost two updates on every request.
@@ -41,28 +217,53 @@ export function createMetrics(
       this.set(sum);
     },
   });
+  const requests = slottedCounter({
+    name: "keygate_requests_total",
+    help: "Requests answered, by route, method and status ('none' when no route matched).",
+    labelNames: ["route", "method", "status"],
+    registers,
+  });
+  const rateLimitDecisions = slottedCounter({
+    name: "keygate_ratelimit_decisions_total",
+    help: "Rate-limit outcomes: allowed, rejected, shadow_exceeded, fail_open, fail_closed.",
+    labelNames: ["route", "result"],
+    registers,
+  });
+  const authentications = slottedCounter({
+    name: "keygate_authentications_total",
+    help: "Authentication outcomes: ok, missing, malformed, invalid_key, plan_denied, throttled, store_error.",
+    labelNames: ["result"],
+    registers,
+  });
+  const durations = {
+    request: new RouteHistogram(
+      "keygate_request_duration_seconds",
+      "Time from request start to the last byte of the response.",
+      LATENCY_BUCKETS,
+      registers,
+    ),
+    upstream: new RouteHistogram(
+      "keygate_upstream_duration_seconds",
+      "Time from forwarding to the upstream's response headers.",
+      LATENCY_BUCKETS,
+      registers,
+    ),
+  };
+  const routes = new Map<string, RouteMetrics>();
   return {
+    route(name) {
+      let route = routes.get(name);
+      if (!route) {
+        route = new RouteMetrics(name, requests.slots, durations, rateLimitDecisions.slots);
+        routes.set(name, route);
+      }
+      return route;
+    },
+    authenticated: authentications.slots.slot({ result: "ok" }),
     inFlightReaders,
-    requests: new Counter({
-      name: "keygate_requests_total",
-      help: "Requests answered, by route, method and status ('none' when no route matched).",
-      labelNames: ["route", "method", "status"],
-      registers,
-    }),
-    requestDuration: new Histogram({
-      name: "keygate_request_duration_seconds",
-      help: "Time from request start to the last byte of the response.",
-      labelNames: ["route"],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    }),
-    upstreamDuration: new Histogram({
-      name: "keygate_upstream_duration_seconds",
-      help: "Time from forwarding to the upstream's response headers.",
-      labelNames: ["route"],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    }),
+    requests: requests.counter,
+    requestDuration: durations.request,
+    upstreamDuration: durations.upstream,
     upstreamErrors: new Counter({
       name: "keygate_upstream_errors_total",
       help: "Upstream failures by route and mapped error code.",
@@ -75,18 +276,8 @@ export function createMetrics(
       labelNames: ["result"],
       registers,
     }),
-    rateLimitDecisions: new Counter({
-      name: "keygate_ratelimit_decisions_total",
-      help: "Rate-limit outcomes: allowed, rejected, shadow_exceeded, fail_open, fail_closed.",
-      labelNames: ["route", "result"],
-      registers,
-    }),
-    authentications: new Counter({
-      name: "keygate_authentications_total",
-      help: "Authentication outcomes: ok, missing, malformed, invalid_key, plan_denied, throttled, store_error.",
-      labelNames: ["result"],
-      registers,
-    }),
+    rateLimitDecisions: rateLimitDecisions.counter,
+    authentications: authentications.counter,
     storeCircuit: new Gauge({
       name: "keygate_store_circuit_open",
       help: "1 while the store circuit breaker is open or probing, 0 when closed.",

@@ -107,7 +107,7 @@ export function authenticateStage(deps: AuthenticateDeps) {
     }
     ctx.principal = { key: record };
     tracker.record(hash, record.id);
-    metrics.authentications.inc({ result: "ok" });
+    metrics.authenticated.pending++;
     return undefined;
   };
 

@@ -28,12 +28,11 @@ export function createObserver(logger: Logger, metrics: GatewayMetrics, options:
     const durationMs = performance.now() - ctx.startedAt;
     // An unfinished response was cut short: by an upstream fault (ctx.error says which) or by the client.
     const status = res.writableFinished || ctx.error ? res.statusCode : CLIENT_CLOSED;
-    const routeName = ctx.route?.name ?? "none";
     const method = ctx.req.method ?? "";
-    const route = { route: routeName };
-    metrics.requests.inc({ route: routeName, method, status });
-    metrics.requestDuration.observe(route, durationMs / 1000);
-    if (ctx.upstreamMs >= 0) metrics.upstreamDuration.observe(route, ctx.upstreamMs / 1000);
+    const route = metrics.route(ctx.route?.name ?? "none");
+    route.countRequest(method, status);
+    route.requestDuration.observe(durationMs / 1000);
+    if (ctx.upstreamMs >= 0) route.upstreamDuration.observe(ctx.upstreamMs / 1000);
     if (!accessLog) return;
     logger.info(
       {

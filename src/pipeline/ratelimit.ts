@@ -45,7 +45,7 @@ export function rateLimitStage(deps: RateLimitDeps) {
       metrics.rateLimitDecisions.inc({ route, result: "rejected" });
       return new GatewayError("RATE_LIMITED", { params: { retry_after: retryAfter }, headers });
     }
-    metrics.rateLimitDecisions.inc({ route, result: "allowed" });
+    metrics.route(route).rateLimitAllowed.pending++;
     ctx.responseHeaders = headers;
     return undefined;
   };
