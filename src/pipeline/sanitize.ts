@@ -26,6 +26,8 @@ const KEPT_WHEN_NAMED: ReadonlySet<string> = new Set(["host"]);
 
 /** Headers a request may carry once only; a second copy makes it ambiguous (RFC 9110 §5.3). */
 const SINGLE_VALUED = new Set(["host", "authorization", "content-length"]);
+/** Their name lengths: any other raw header name is passed over without lower-casing it. */
+const SINGLE_VALUED_LENGTHS = new Set([...SINGLE_VALUED].map((name) => name.length));
 
 const VALID_REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
@@ -75,6 +77,7 @@ export function sanitizeStage(options: SanitizeOptions) {
     // Node keeps only the first of some duplicated headers; look at the raw list.
     const raw = req.rawHeaders;
     for (let i = 0, seen = 0; i < raw.length; i += 2) {
+      if (!SINGLE_VALUED_LENGTHS.has((raw[i] as string).length)) continue;
       const name = (raw[i] as string).toLowerCase();
       if (SINGLE_VALUED.has(name)) {
         const bit = name === "host" ? 1 : name === "authorization" ? 2 : 4;
