@@ -124,6 +124,8 @@ describe("failed-authentication throttle", () => {
 
     const metrics = await metricsText(gateway.adminUrl);
     expect(metricValue(metrics, "keygate_authentications_total", { result: "throttled" })).toBe(2);
+    // The valid key passed three times: first, cached while throttled, and from the other address.
+    expect(metricValue(metrics, "keygate_authentications_total", { result: "ok" })).toBe(3);
     // 5 guesses from loopback + 1 from the other address; the throttled requests were never looked up.
     expect(metricValue(metrics, "keygate_authentications_total", { result: "invalid_key" })).toBe(LIMIT + 1);
     // The throttle is not a rate-limit decision.
