@@ -20,16 +20,31 @@ import {
   type Registry,
 } from "prom-client";
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Upper bounds (seconds) of the request and upstream duration histograms. */
+export const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 
 /** One label set of a counter: incremented in place, added to the counter at scrape time. */
 export interface CounterSlot {
   pending: number;
 }
 
-/** Slots of one prom-client counter, folded into it by the counter's `collect` (scrape time). */
-class CounterSlots<L extends string> {
+/**
+ * A prom-client counter whose hot label sets are counted in {@link CounterSlot}s, added to it
+ * when it is collected (scraped) and dropped with it on reset. Other label sets take `inc`.
+ */
+export class SlottedCounter<L extends string> extends Counter<L> {
   private readonly slots = new Map<string, CounterSlot & { readonly labels: LabelValues<L> }>();
+
+  constructor(config: { name: string; help: string; labelNames: readonly L[]; registers: Registry[] }) {
+    super({
+      ...config,
+      collect() {
+        (this as SlottedCounter<L>).fold();
+      },
+    });
+  }
 
   /** The slot of `labels` (created on first use; keep it rather than ask per request). */
   slot(labels: LabelValues<L>): CounterSlot {
@@ -42,30 +57,20 @@ class CounterSlots<L extends string> {
     return slot;
   }
 
-  foldInto(counter: Counter<L>): void {
+  override reset(): void {
+    super.reset();
+    // prom-client's constructor calls reset() before this class's fields exist.
+    for (const slot of this.slots?.values() ?? []) slot.pending = 0;
+  }
+
+  /** Adds every slot's count to the counter (prom-client calls `collect` before each read). */
+  private fold(): void {
     for (const slot of this.slots.values()) {
       if (slot.pending === 0) continue;
-      counter.inc(slot.labels, slot.pending);
+      this.inc(slot.labels, slot.pending);
       slot.pending = 0;
     }
   }
-}
-
-/** A counter whose hot label sets are counted in {@link CounterSlot}s. */
-function slottedCounter<L extends string>(config: {
-  name: string;
-  help: string;
-  labelNames: readonly L[];
-  registers: Registry[];
-}): { counter: Counter<L>; slots: CounterSlots<L> } {
-  const slots = new CounterSlots<L>();
-  const counter = new Counter<L>({
-    ...config,
-    collect() {
-      slots.foldInto(this);
-    },
-  });
-  return { counter, slots };
 }
 
 /** The observations of one route in a {@link RouteHistogram}. */
@@ -105,6 +110,7 @@ export class RouteHistogram {
     private readonly bounds: readonly number[],
     registers: Registry[],
   ) {
+    // The registry's type asks for one of prom-client's classes; it reads only name, get and reset.
     for (const registry of registers) registry.registerMetric(this as never);
   }
 
@@ -155,13 +161,13 @@ export class RouteMetrics {
 
   constructor(
     private readonly name: string,
-    private readonly requestSlots: CounterSlots<"route" | "method" | "status">,
+    private readonly requests: SlottedCounter<"route" | "method" | "status">,
     durations: { request: RouteHistogram; upstream: RouteHistogram },
-    decisionSlots: CounterSlots<"route" | "result">,
+    decisions: SlottedCounter<"route" | "result">,
   ) {
     this.requestDuration = durations.request.route(name);
     this.upstreamDuration = durations.upstream.route(name);
-    this.rateLimitAllowed = decisionSlots.slot({ route: name, result: "allowed" });
+    this.rateLimitAllowed = decisions.slot({ route: name, result: "allowed" });
   }
 
   /** Counts one answered request in keygate_requests_total. */
@@ -173,7 +179,7 @@ export class RouteMetrics {
     }
     let slot = byStatus.get(status);
     if (!slot) {
-      slot = this.requestSlots.slot({ route: this.name, method, status });
+      slot = this.requests.slot({ route: this.name, method, status });
       byStatus.set(status, slot);
     }
     slot.pending++;
@@ -185,9 +191,6 @@ export interface GatewayMetrics {
   route(name: string): RouteMetrics;
   /** keygate_authentications_total{result="ok"}. */
   readonly authenticated: CounterSlot;
-  readonly requests: Counter<"route" | "method" | "status">;
-  readonly requestDuration: RouteHistogram;
-  readonly upstreamDuration: RouteHistogram;
   /**
    * Readers of the requests in flight, summed when the gauge is scraped: counting in the
    * gauge itself would cost two updates on every request.
@@ -195,8 +198,8 @@ export interface GatewayMetrics {
   readonly inFlightReaders: Set<() => number>;
   readonly upstreamErrors: Counter<"route" | "code">;
   readonly configReloads: Counter<"result">;
-  readonly rateLimitDecisions: Counter<"route" | "result">;
-  readonly authentications: Counter<"result">;
+  readonly rateLimitDecisions: SlottedCounter<"route" | "result">;
+  readonly authentications: SlottedCounter<"result">;
   readonly storeCircuit: Gauge;
 }
 
@@ -217,19 +220,19 @@ export function createMetrics(
       this.set(sum);
     },
   });
-  const requests = slottedCounter({
+  const requests = new SlottedCounter({
     name: "keygate_requests_total",
     help: "Requests answered, by route, method and status ('none' when no route matched).",
     labelNames: ["route", "method", "status"],
     registers,
   });
-  const rateLimitDecisions = slottedCounter({
+  const rateLimitDecisions = new SlottedCounter({
     name: "keygate_ratelimit_decisions_total",
     help: "Rate-limit outcomes: allowed, rejected, shadow_exceeded, fail_open, fail_closed.",
     labelNames: ["route", "result"],
     registers,
   });
-  const authentications = slottedCounter({
+  const authentications = new SlottedCounter({
     name: "keygate_authentications_total",
     help: "Authentication outcomes: ok, missing, malformed, invalid_key, plan_denied, throttled, store_error.",
     labelNames: ["result"],
@@ -254,16 +257,13 @@ export function createMetrics(
     route(name) {
       let route = routes.get(name);
       if (!route) {
-        route = new RouteMetrics(name, requests.slots, durations, rateLimitDecisions.slots);
+        route = new RouteMetrics(name, requests, durations, rateLimitDecisions);
         routes.set(name, route);
       }
       return route;
     },
-    authenticated: authentications.slots.slot({ result: "ok" }),
+    authenticated: authentications.slot({ result: "ok" }),
     inFlightReaders,
-    requests: requests.counter,
-    requestDuration: durations.request,
-    upstreamDuration: durations.upstream,
     upstreamErrors: new Counter({
       name: "keygate_upstream_errors_total",
       help: "Upstream failures by route and mapped error code.",
@@ -276,8 +276,8 @@ export function createMetrics(
       labelNames: ["result"],
       registers,
     }),
-    rateLimitDecisions: rateLimitDecisions.counter,
-    authentications: authentications.counter,
+    rateLimitDecisions,
+    authentications,
     storeCircuit: new Gauge({
       name: "keygate_store_circuit_open",
       help: "1 while the store circuit breaker is open or probing, 0 when closed.",

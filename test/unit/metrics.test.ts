@@ -1,6 +1,6 @@
 import { Histogram, Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
-import { createMetrics } from "../../src/observability/metrics.js";
+import { createMetrics, LATENCY_BUCKETS } from "../../src/observability/metrics.js";
 import { metricValue } from "../helpers/ratelimit.js";
 
 function gatewayMetrics() {
@@ -21,7 +21,7 @@ describe("per-route request metrics", () => {
       name: "keygate_request_duration_seconds",
       help: "Time from request start to the last byte of the response.",
       labelNames: ["route"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: LATENCY_BUCKETS,
       registers: [reference],
     });
     // On a bound, between bounds, below the first and above the last.
@@ -88,14 +88,20 @@ describe("per-route request metrics", () => {
     );
   });
 
-  it("keep recording into a histogram after the registry is reset", async () => {
+  it("start again from zero after the registry is reset, and keep recording", async () => {
     const { registry, metrics } = gatewayMetrics();
-    const series = metrics.route("api").upstreamDuration;
-    series.observe(0.01);
+    const api = metrics.route("api");
+    api.upstreamDuration.observe(0.01);
+    api.countRequest("GET", 200);
     registry.resetMetrics();
-    series.observe(0.02);
+    api.upstreamDuration.observe(0.02);
+    api.countRequest("GET", 200);
     const text = await registry.metrics();
     expect(metricValue(text, "keygate_upstream_duration_seconds_count", { route: "api" })).toBe(1);
     expect(metricValue(text, "keygate_upstream_duration_seconds_sum", { route: "api" })).toBe(0.02);
+    // A count not yet folded in when the reset came goes with it.
+    expect(metricValue(text, "keygate_requests_total", { route: "api", method: "GET", status: "200" })).toBe(
+      1,
+    );
   });
 });
