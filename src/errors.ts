@@ -51,6 +51,11 @@ export class GatewayError extends Error {
   }
 }
 
+/** A fault of keygate's own (a 500): what was thrown goes to the logs as the detail and cause. */
+export function internalError(cause: unknown): GatewayError {
+  return new GatewayError("INTERNAL_ERROR", { detail: (cause as Error)?.message ?? String(cause), cause });
+}
+
 /** A configuration that failed validation; `problems` lists every one found. */
 export class ConfigError extends Error {
   constructor(

@@ -16,7 +16,7 @@ import type { Registry } from "prom-client";
 import { createKeysApi } from "../admin/keys-api.js";
 import { createAdminHandler, type ReadinessCheck } from "../admin/server.js";
 import type { Config } from "../config/schema.js";
-import { GatewayError } from "../errors.js";
+import { GatewayError, internalError } from "../errors.js";
 import { LastUsedTracker } from "../keys/last-used.js";
 import { KeyLookup } from "../keys/lookup.js";
 import { KeyService } from "../keys/service.js";
@@ -319,10 +319,6 @@ export class Gateway {
     this.deps.metrics.inFlightReaders.delete(this.readInFlight);
     this.deps.logger.info({ in_flight: this.inFlight }, "stopped");
   }
-}
-
-function internalError(cause: unknown): GatewayError {
-  return new GatewayError("INTERNAL_ERROR", { detail: (cause as Error)?.message ?? String(cause), cause });
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;

@@ -186,6 +186,8 @@ export interface SendOptions {
 
 export interface SendResult {
   status: number;
+  /** The reason phrase of the status line. */
+  statusMessage: string;
   headers: IncomingHttpHeaders;
   body: Buffer;
   /** False when the response was cut short (the connection died before its end). */
@@ -212,6 +214,7 @@ export function send(port: number, options: SendOptions): Promise<SendResult> {
           settled = true;
           resolve({
             status: res.statusCode ?? 0,
+            statusMessage: res.statusMessage ?? "",
             headers: res.headers,
             body: Buffer.concat(chunks),
             complete: res.complete,

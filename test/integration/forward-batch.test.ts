@@ -1,9 +1,12 @@
 /**
  * The Forwarder hands requests to http-proxy-3 in batches, once per event-loop
- * turn. These tests hold requests until several have arrived and pass them to
- * it in one turn, through a real listener, http-proxy-3 and upstream: every
- * request of the batch is answered, one that fails to go out gets its own 500,
- * and one whose client left while it waited never reaches the upstream.
+ * turn, and writes the upstreams' responses back the same way. These tests
+ * hold requests until several have arrived and pass them to it in one turn,
+ * through a real listener, http-proxy-3 and upstream: every request of the
+ * batch is answered, one that fails to go out gets its own 500, and one whose
+ * client left while it waited never reaches the upstream. On the way back, a
+ * response waits for the end of its turn, one whose client left meanwhile is
+ * dropped, and one Node refuses to write gets a 500 without holding up the rest.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -164,5 +167,78 @@ describe("forwarding in batches", () => {
     expect(gone.status).toBe("rejected");
     expect(handedOver).toEqual(["/kept"]);
     expect(upstream.requests.map((r) => r.url)).toEqual(["/kept"]);
+  });
+});
+
+describe("writing responses in batches", () => {
+  /** A listener that forwards each request as it arrives, after `prepare` has seen its context. */
+  async function forwardingListener(
+    forwarder: Forwarder,
+    target: ForwardTarget,
+    prepare: (ctx: RequestContext) => void = () => {},
+  ): Promise<number> {
+    listener = createServer((req, res) => {
+      const ctx = context(req);
+      prepare(ctx);
+      forwarder.web(ctx, res, target);
+    });
+    await new Promise<void>((resolve) => listener?.listen(0, "127.0.0.1", resolve));
+    return (listener.address() as AddressInfo).port;
+  }
+
+  it("writes a response head only at the end of the turn it arrived in", async () => {
+    upstream = await startUpstream();
+    const { forwarder, target } = forwarderTo(upstream.url);
+    const writtenBeforeTurnEnded: boolean[] = [];
+    // Runs right after the Forwarder's own handler, as the response head arrives. A response
+    // written there and then would have its head out by the time the promise jobs run.
+    target.proxy.on("proxyRes", (_proxyRes, _req, res) => {
+      queueMicrotask(() => writtenBeforeTurnEnded.push((res as ServerResponse).headersSent));
+    });
+    const port = await forwardingListener(forwarder, target);
+
+    const responses = await Promise.all([0, 1, 2].map((i) => send(port, { path: `/item/${i}` })));
+
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(responses.map((r) => JSON.parse(r.body.toString()).url)).toEqual([
+      "/item/0",
+      "/item/1",
+      "/item/2",
+    ]);
+    expect(writtenBeforeTurnEnded).toEqual([false, false, false]);
+  });
+
+  it("drops a response whose client went away while it waited, and keeps answering", async () => {
+    upstream = await startUpstream();
+    const { forwarder, target } = forwarderTo(upstream.url);
+    target.proxy.on("proxyRes", (_proxyRes, req, res) => {
+      if ((req as IncomingMessage).url === "/gone") (res as ServerResponse).destroy();
+    });
+    const port = await forwardingListener(forwarder, target);
+
+    const gone = await send(port, { path: "/gone" }).then(
+      () => "answered",
+      (error: NodeJS.ErrnoException) => error.code,
+    );
+    const kept = await send(port, { path: "/kept" });
+
+    expect(gone).toBe("ECONNRESET");
+    expect(kept.status).toBe(200);
+    expect(upstream.requests.map((r) => r.url)).toEqual(["/gone", "/kept"]);
+  });
+
+  it("answers 500 for a response Node refuses to write; the others are answered", async () => {
+    upstream = await startUpstream();
+    const { forwarder, target, failures } = forwarderTo(upstream.url);
+    const port = await forwardingListener(forwarder, target, (ctx) => {
+      // A header value with a line break: Node will not write it.
+      if (ctx.path === "/bad") ctx.responseHeaders = { "x-broken": "a\r\nb" };
+    });
+
+    const responses = await Promise.all(["/ok", "/bad", "/ok"].map((path) => send(port, { path })));
+
+    expect(responses.map((r) => r.status)).toEqual([200, 500, 200]);
+    expect(failures.map((f) => f.code)).toEqual(["INTERNAL_ERROR"]);
+    expect(responses[1]?.headers["x-broken"]).toBeUndefined();
   });
 });

@@ -52,6 +52,24 @@ async function through(gateway: TestGateway, headers: Record<string, string>, pa
   return { res, seen: await seen };
 }
 
+describe("the upstream's response", () => {
+  it("reaches the client with its status line and every repeated header", async () => {
+    upstream.setHandler((_req, res) => {
+      res.statusMessage = "Created Here";
+      res.setHeader("set-cookie", ["a=1; Path=/", "b=2; Path=/"]);
+      res.setHeader("x-upstream", "kept");
+      res.writeHead(201, { "content-type": "text/plain" }).end("made");
+    });
+    const { res } = await through(untrusting, {});
+    expect(res.status).toBe(201);
+    expect(res.statusMessage).toBe("Created Here");
+    expect(res.headers["set-cookie"]).toEqual(["a=1; Path=/", "b=2; Path=/"]);
+    expect(res.headers["x-upstream"]).toBe("kept");
+    expect(res.headers["content-type"]).toBe("text/plain");
+    expect(res.body.toString()).toBe("made");
+  });
+});
+
 describe("hop-by-hop headers", () => {
   it("does not forward a header named in Connection, nor Keep-Alive, TE or Proxy-Authorization", async () => {
     const { res, seen } = await through(untrusting, {

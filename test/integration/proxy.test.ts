@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Agent, request } from "node:http";
+import { connect } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../helpers/gateway.js";
 import { send, startUpstream, type TestUpstream } from "../helpers/upstream.js";
@@ -206,6 +207,29 @@ describe("streaming", () => {
     expect(res.headers["content-length"]).toBe("11");
     expect(res.headers["x-method"]).toBe("HEAD");
     expect(res.body.length).toBe(0);
+  });
+
+  it("answers an HTTP/1.0 client a chunked upstream response whole, delimited by closing", async () => {
+    upstream.setHandler((_req, res) => {
+      res.write("first;");
+      res.end("second");
+    });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(proxyPort, "127.0.0.1", () => {
+        socket.write("GET /api/old HTTP/1.0\r\nHost: gateway\r\n\r\n");
+      });
+      let received = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (chunk: string) => (received += chunk));
+      socket.once("end", () => resolve(received));
+      socket.once("error", reject);
+    });
+    const [head = "", body] = raw.split("\r\n\r\n");
+    expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    // HTTP/1.0 has no chunked coding: the body is sent as it is and ends with the connection.
+    expect(head.toLowerCase()).not.toContain("transfer-encoding");
+    expect(head.toLowerCase()).toContain("connection: close");
+    expect(body).toBe("first;second");
   });
 
   it("forwards a Content-Length body with its length", async () => {
