@@ -284,7 +284,7 @@ export class Forwarder {
   private respond({ state, proxyRes, res }: QueuedResponse): void {
     // While the head waited, the client left (http-proxy-3 then aborted the upstream request) or
     // the upstream did (the client has had its 502).
-    if (state.failed || res.destroyed || res.headersSent) {
+    if (state.failed || res.destroyed) {
       proxyRes.destroy();
       return;
     }
