@@ -25,6 +25,16 @@ export const LATENCY_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 
+/** The value of `key` in `map`, made by `create` and kept on first use. */
+function cached<K, V>(map: Map<K, V>, key: K, create: (key: K) => V): V {
+  let value = map.get(key);
+  if (value === undefined) {
+    value = create(key);
+    map.set(key, value);
+  }
+  return value;
+}
+
 /** One label set of a counter: incremented in place, added to the counter at scrape time. */
 export interface CounterSlot {
   pending: number;
@@ -48,13 +58,7 @@ export class SlottedCounter<L extends string> extends Counter<L> {
 
   /** The slot of `labels` (created on first use; keep it rather than ask per request). */
   slot(labels: LabelValues<L>): CounterSlot {
-    const key = JSON.stringify(labels);
-    let slot = this.slots.get(key);
-    if (!slot) {
-      slot = { labels, pending: 0 };
-      this.slots.set(key, slot);
-    }
-    return slot;
+    return cached(this.slots, JSON.stringify(labels), () => ({ labels, pending: 0 }));
   }
 
   override reset(): void {
@@ -116,12 +120,7 @@ export class RouteHistogram {
 
   /** The series of `route` (created on first use). */
   route(route: string): HistogramSeries {
-    let series = this.series.get(route);
-    if (!series) {
-      series = new HistogramSeries(this.bounds);
-      this.series.set(route, series);
-    }
-    return series;
+    return cached(this.series, route, () => new HistogramSeries(this.bounds));
   }
 
   /** What prom-client's registry reads to expose it (the shape its own histograms return). */
@@ -172,17 +171,14 @@ export class RouteMetrics {
 
   /** Counts one answered request in keygate_requests_total. */
   countRequest(method: string, status: number): void {
-    let byStatus = this.byMethod.get(method);
-    if (!byStatus) {
-      byStatus = new Map();
-      this.byMethod.set(method, byStatus);
-    }
-    let slot = byStatus.get(status);
-    if (!slot) {
-      slot = this.requests.slot({ route: this.name, method, status });
-      byStatus.set(status, slot);
-    }
+    const slot = this.byMethod.get(method)?.get(status) ?? this.addSlot(method, status);
     slot.pending++;
+  }
+
+  private addSlot(method: string, status: number): CounterSlot {
+    const slot = this.requests.slot({ route: this.name, method, status });
+    cached(this.byMethod, method, () => new Map()).set(status, slot);
+    return slot;
   }
 }
 
@@ -253,15 +249,9 @@ export function createMetrics(
     ),
   };
   const routes = new Map<string, RouteMetrics>();
+  const newRoute = (name: string) => new RouteMetrics(name, requests, durations, rateLimitDecisions);
   return {
-    route(name) {
-      let route = routes.get(name);
-      if (!route) {
-        route = new RouteMetrics(name, requests, durations, rateLimitDecisions);
-        routes.set(name, route);
-      }
-      return route;
-    },
+    route: (name) => cached(routes, name, newRoute),
     authenticated: authentications.slot({ result: "ok" }),
     inFlightReaders,
     upstreamErrors: new Counter({
