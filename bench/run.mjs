@@ -10,8 +10,10 @@
 // saturation with an open-loop generator (paced.mjs). Each target's ratio to
 // the bare proxy comes from a bare proxy started and warmed with it and
 // measured just before and just after it, so drift of the machine's speed
-// over minutes cancels out; so does the p99 latency it adds (the bare proxy's
-// p99 at the target's rate, just before and just after it). Each figure is
+// over minutes cancels out. The p99 latency it adds comes from 1 s slices of
+// the target and of the bare proxy at the same rate, in turn (the median of
+// the pairs' differences). The many-keys target is also compared with one key
+// on the same process, just before and just after it. Each figure is
 // the median over the rounds, and every round starts each target afresh, so
 // the median spans several processes.
 // Per request, it also reports the CPU time the proxy process spent (from
@@ -19,7 +21,7 @@
 // commands executed, and calls made (script calls and lookups).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (5),
-// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_ONLY (a regular expression: only the targets
+// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_LATENCY_SLICES (6 per target and round), BENCH_ONLY (a regular expression: only the targets
 // whose names it matches), BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in
 // bench/results/profiles). Build against build: bench/ab.mjs.
 import { spawn } from "node:child_process";
@@ -71,6 +73,12 @@ const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 100_000);
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
 /** Length of each of the two bare-proxy measurements around a target's (wrk takes whole seconds). */
 const BESIDE_SECONDS = Math.max(1, Math.round(SECONDS / 2));
+// Latency comes from short slices, the target's and the bare proxy's in turn: here the machine
+// stalls for several milliseconds at random, a few times a second, so the p99 of any one run
+// is mostly how many stalls it caught. Slices side by side catch alike, and the median over
+// their paired differences is what the target adds (see `latency`).
+const LATENCY_SLICES = Number(process.env.BENCH_LATENCY_SLICES ?? 6);
+const LATENCY_SLICE_SECONDS = 1;
 
 function nginxConfig(port, upstreamPort) {
   return `
@@ -206,6 +214,11 @@ async function main() {
       redis: true,
       start: () => keygate("kg-redis-many", { store: "redis", windows: `{ minute: ${HUGE} }` }),
       headers: headers.many,
+      // Measured after its cache warmed (every key once, in order), and against one key on the
+      // same process just before and just after: processes of one build settle up to 15 % apart,
+      // more than the 5 % this comparison is about.
+      prewarm: headers.many,
+      versus: headers.one,
     },
     {
       name: "keygate redis, 1 key, 3 windows",
@@ -242,9 +255,6 @@ async function main() {
       headers: headers.one,
     },
   );
-  // The many-keys target is measured after its cache warmed: every key once, in order.
-  const manyTarget = targets.find((t) => t.headers === headers.many);
-  if (manyTarget) manyTarget.prewarm = headers.many;
   const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.test(t.name));
   // The bare proxy is measured beside the other targets only.
   if (selected.length < 2) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects no target`);
@@ -259,6 +269,7 @@ async function main() {
         lat50: [],
         lat99: [],
         added99: [],
+        versusOne: [],
         cpu: [],
         busy: [],
         cmds: [],
@@ -290,23 +301,31 @@ async function main() {
     return sat.rps;
   };
   /**
-   * Latency at half the target's saturation; with `bare` (and its saturation `bareRps`), also what
-   * the target adds to the bare proxy's latency at that rate. Only where the bare proxy carries
-   * that rate with room to spare: near its own saturation, its latency is queueing, not cost.
+   * Latency at half the target's saturation, in slices; with `bare` (and its saturation `bareRps`),
+   * each slice of the target is paired with one of the bare proxy at the same rate, the two in
+   * alternating order, for what the target adds. Only where the bare proxy carries that rate with
+   * room to spare: near its own saturation, its latency is queueing, not cost.
    */
   const latency = async (target, bare, bareRps) => {
     const s = samples.get(target.name);
     const rate = Math.round(median(s.rps) / 2);
     const beside = bare && rate <= 0.75 * bareRps ? bare : undefined;
-    const bareBefore = beside && (await paced(beside.url, beside.headers, BESIDE_SECONDS, rate));
-    const lat = await paced(target.url, target.headers, SECONDS, rate);
-    const bareAfter = beside && (await paced(beside.url, beside.headers, BESIDE_SECONDS, rate));
-    s.lat50.push(lat.p50);
-    s.lat99.push(lat.p99);
-    if (!beside) return `p99 ${lat.p99} ms @ ${rate} req/s`;
-    const added = lat.p99 - (bareBefore.p99 + bareAfter.p99) / 2;
-    s.added99.push(added);
-    return `p99 ${lat.p99} ms @ ${rate} req/s (${added >= 0 ? "+" : ""}${added.toFixed(2)} ms on bare)`;
+    const own = [];
+    const added = [];
+    for (let slice = 0; slice < LATENCY_SLICES; slice++) {
+      const order = !beside ? [target] : slice % 2 ? [target, beside] : [beside, target];
+      const lat = new Map();
+      for (const t of order) lat.set(t, await paced(t.url, t.headers, LATENCY_SLICE_SECONDS, rate));
+      own.push(lat.get(target).p99);
+      s.lat50.push(lat.get(target).p50);
+      s.lat99.push(lat.get(target).p99);
+      if (beside) added.push(lat.get(target).p99 - lat.get(beside).p99);
+    }
+    s.added99.push(...added);
+    const line = `p99 ${median(own)} ms @ ${rate} req/s`;
+    if (!beside) return line;
+    const roundAdded = median(added);
+    return `${line} (${roundAdded >= 0 ? "+" : ""}${roundAdded.toFixed(2)} ms on bare)`;
   };
   const baselineTarget = selected.find((t) => t.baseline);
   for (let round = 1; round <= ROUNDS; round++) {
@@ -323,17 +342,22 @@ async function main() {
       await saturate(baselineTarget.url, baselineTarget.headers, WARMUP);
       await saturate(target.url, target.headers, WARMUP);
       const bareBefore = await measure(baselineTarget, BESIDE_SECONDS);
+      const versusBefore = target.versus && (await saturate(target.url, target.versus, BESIDE_SECONDS));
       const rps = await measure(target, SECONDS);
+      const versusAfter = target.versus && (await saturate(target.url, target.versus, BESIDE_SECONDS));
       const bareAfter = await measure(baselineTarget, BESIDE_SECONDS);
       const ratio = rps / ((bareBefore + bareAfter) / 2);
       samples.get(target.name).ratio.push(ratio);
+      const versusOne = target.versus && rps / ((versusBefore.rps + versusAfter.rps) / 2);
+      if (target.versus) samples.get(target.name).versusOne.push(versusOne);
       await sleep(1_000); // neither proxy's latency should start on the tail of a saturation run
       // Latency added is measured the same way: the bare proxy at the target's rate, before and after.
       const lat = await latency(target, baselineTarget, (bareBefore + bareAfter) / 2);
       await baselineTarget.stop();
       await target.stop?.();
       process.stderr.write(
-        `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(rps)} req/s = ${ratio.toFixed(2)} x bare, ${lat}\n`,
+        `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(rps)} req/s = ${ratio.toFixed(2)} x bare` +
+          `${target.versus ? ` = ${versusOne.toFixed(2)} x 1 key` : ""}, ${lat}\n`,
       );
     }
     Object.assign(baselineTarget, await baselineTarget.start());
@@ -350,11 +374,14 @@ async function main() {
       rps: Math.round(median(s.rps)),
       // The median of the ratios to the bare proxy measured beside the target, not a ratio of medians.
       ratio: t.baseline ? 1 : Number(median(s.ratio).toFixed(2)),
+      // Throughput against one key on the same process (the many-keys target).
+      one_key_ratio: s.versusOne.length ? round2(median(s.versusOne)) : null,
+      // Medians over the latency slices of every round; the added p99 over the pairs of slices,
+      // in the rounds where the bare proxy could carry the target's rate (see `latency`).
       p50_ms: round2(median(s.lat50)),
       p99_ms: round2(median(s.lat99)),
-      // Over the rounds where the bare proxy could carry the target's rate (see `latency`).
       p99_added_ms: t.baseline ? null : round2(median(s.added99)),
-      p99_added_rounds: s.added99.length,
+      p99_added_pairs: s.added99.length,
       sat_p99_ms: round2(median(s.p99)),
       cpu_us_per_req: round2(median(s.cpu)),
       proxy_core_busy: round2(median(s.busy)),
@@ -374,7 +401,15 @@ async function main() {
       pinned: pinnable,
       loader: useWrk ? "wrk" : "autocannon",
     },
-    settings: { rounds: ROUNDS, seconds: SECONDS, warmup: WARMUP, connections: CONNECTIONS, keys: KEY_COUNT },
+    settings: {
+      rounds: ROUNDS,
+      seconds: SECONDS,
+      warmup: WARMUP,
+      connections: CONNECTIONS,
+      keys: KEY_COUNT,
+      latency_slices: LATENCY_SLICES,
+      latency_slice_seconds: LATENCY_SLICE_SECONDS,
+    },
     rows,
   };
   mkdirSync(join(here, "results"), { recursive: true });
@@ -396,6 +431,7 @@ function printTable({ machine, settings, rows }) {
     "target",
     "req/s",
     "x bare",
+    "x 1 key",
     "p50 ms @½",
     "p99 ms @½",
     "p99 added",
@@ -410,6 +446,7 @@ function printTable({ machine, settings, rows }) {
     r.target,
     r.rps,
     r.ratio,
+    r.one_key_ratio ?? "-",
     r.p50_ms,
     r.p99_ms,
     r.p99_added_ms ?? "-",
