@@ -17,13 +17,15 @@
 // the median over the rounds, and every round starts each target afresh, so
 // the median spans several processes.
 // Per request, it also reports the CPU time the proxy process spent (from
-// /proc, so independent of how busy the load's core was) and the Redis work:
-// commands executed, and calls made (script calls and lookups).
+// /proc, so independent of how busy the load's core was), at saturation and
+// over the latency slices, and the Redis work: commands executed, and calls
+// made (script calls and lookups).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (5),
-// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_LATENCY_SLICES (6 per target and round), BENCH_ONLY (a regular expression: only the targets
-// whose names it matches), BENCH_CPU_PROF (any value: keygate runs with --cpu-prof, profiles in
-// bench/results/profiles). Build against build: bench/ab.mjs.
+// BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_LATENCY_SLICES (6 per target and round),
+// BENCH_ONLY (a regular expression: only the targets whose names it matches), BENCH_CPU_PROF
+// (any value: keygate runs with --cpu-prof, profiles in bench/results/profiles).
+// Build against build: bench/ab.mjs.
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -274,6 +276,7 @@ async function main() {
         added99: [],
         versusOne: [],
         cpu: [],
+        cpuHalf: [],
         busy: [],
         cmds: [],
         calls: [],
@@ -318,7 +321,12 @@ async function main() {
     for (let slice = 0; slice < LATENCY_SLICES; slice++) {
       const order = !beside ? [target] : slice % 2 ? [target, beside] : [beside, target];
       const lat = new Map();
-      for (const t of order) lat.set(t, await paced(t.url, t.headers, LATENCY_SLICE_SECONDS, rate));
+      for (const t of order) {
+        const cpuBefore = cpuMicros(t.pid);
+        const run = await paced(t.url, t.headers, LATENCY_SLICE_SECONDS, rate);
+        if (t === target) s.cpuHalf.push((cpuMicros(t.pid) - cpuBefore) / Math.max(1, run.total));
+        lat.set(t, run);
+      }
       own.push(lat.get(target).p99);
       s.lat50.push(lat.get(target).p50);
       s.lat99.push(lat.get(target).p99);
@@ -387,6 +395,7 @@ async function main() {
       p99_added_pairs: s.added99.length,
       sat_p99_ms: round2(median(s.p99)),
       cpu_us_per_req: round2(median(s.cpu)),
+      cpu_half_us_per_req: round2(median(s.cpuHalf)),
       proxy_core_busy: round2(median(s.busy)),
       redis_cmds_per_req: s.cmds.length ? round2(median(s.cmds)) : null,
       redis_calls_per_req: s.calls.length ? round2(median(s.calls)) : null,
@@ -440,6 +449,7 @@ function printTable({ machine, settings, rows }) {
     "p99 added",
     "p99 ms sat",
     "CPU µs/req",
+    "CPU µs/req @½",
     "core busy",
     "Redis cmds/req",
     "Redis calls/req",
@@ -455,6 +465,7 @@ function printTable({ machine, settings, rows }) {
     r.p99_added_ms ?? "-",
     r.sat_p99_ms,
     r.cpu_us_per_req ?? "-",
+    r.cpu_half_us_per_req ?? "-",
     r.proxy_core_busy ?? "-",
     r.redis_cmds_per_req ?? "-",
     r.redis_calls_per_req ?? "-",
