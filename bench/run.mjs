@@ -82,7 +82,7 @@ const BESIDE_SECONDS = Math.max(1, Math.round(SECONDS / 2));
 const LATENCY_SLICES = Number(process.env.BENCH_LATENCY_SLICES ?? 6);
 const LATENCY_SLICE_SECONDS = 1;
 // Above this share of its saturation the bare proxy's p99 is its own queueing (a run saw it
-// 150 ms at 0.71), so only the paths faster than bare by a fifth or more go unpaired.
+// 150 ms at 0.71), so only the paths faster than bare by more than a fifth go unpaired.
 const BARE_LOAD_LIMIT = 0.6;
 
 function nginxConfig(port, upstreamPort) {
