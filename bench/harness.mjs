@@ -239,12 +239,13 @@ request = function()
 end`;
 
 /**
- * Runs a load generator on the load's core and resolves with its stdout. Asynchronously, so a
- * signal stops the run at once; `cleanup` aborts whatever generator is still running.
+ * Runs a program on a core (a load generator on the load's, by default) and resolves with its
+ * stdout. Asynchronously, so a signal stops the run at once; `cleanup` aborts whatever is still
+ * running.
  */
 const stopping = new AbortController();
-async function runOnLoadCore(argv) {
-  const [command, rest] = pin(1, argv);
+async function runOnCore(argv, core = 1) {
+  const [command, rest] = pin(core, argv);
   const { stdout } = await promisify(execFile)(command, rest, {
     encoding: "utf8",
     signal: stopping.signal,
@@ -269,7 +270,7 @@ export async function saturate(url, headerFile, seconds) {
       "--",
       headerFile,
     ];
-    const out = await runOnLoadCore(args);
+    const out = await runOnCore(args);
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
     const p = (q) => toMs(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`).exec(out)?.[1]);
     const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
@@ -297,9 +298,9 @@ function toMs(text) {
   return value;
 }
 
-/** Runs a load script of bench/ on the load's core; its last stdout line is its JSON result. */
-async function runLoad(script, args) {
-  const out = await runOnLoadCore([process.execPath, join(here, script), ...args.map(String)]);
+/** Runs a script of bench/ (on the load's core by default); its last stdout line is its JSON result. */
+async function runLoad(script, args, core = 1) {
+  const out = await runOnCore([process.execPath, join(here, script), ...args.map(String)], core);
   return JSON.parse(out.trim().split("\n").pop());
 }
 
@@ -312,6 +313,12 @@ export const paced = async (url, headerFile, seconds, rate) =>
   checked(url, await runLoad("paced.mjs", [url, rate, seconds, CONNECTIONS, headerFile]));
 
 // ---------------------------------------------------------------- redis accounting
+
+/**
+ * CPU µs one Redis round trip costs a process on the proxy's core: PINGs one at a time, and
+ * CONNECTIONS in flight (round-trip.mjs).
+ */
+export const redisRoundTrip = (redisUrl) => runLoad("round-trip.mjs", [redisUrl, CONNECTIONS], 0);
 
 /**
  * Redis work so far: every command executed (`commands`, including those run

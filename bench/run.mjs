@@ -19,7 +19,9 @@
 // Per request, it also reports the CPU time the proxy process spent (from
 // /proc, so independent of how busy the load's core was), at saturation and
 // over the latency slices, and the Redis work: commands executed, and calls
-// made (script calls and lookups).
+// made (script calls and lookups). Each round first measures what one Redis
+// round trip costs a process on the proxy's core by itself, one at a time
+// and with many in flight (round-trip.mjs).
 //
 // Options (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (5),
 // BENCH_CONNECTIONS (64), BENCH_KEYS (100000), BENCH_LATENCY_SLICES (6 per target and round),
@@ -50,6 +52,7 @@ import {
   pin,
   pinnable,
   record,
+  redisRoundTrip,
   root,
   runMain,
   saturate,
@@ -339,7 +342,13 @@ async function main() {
     return `${line} (${roundAdded >= 0 ? "+" : ""}${roundAdded.toFixed(2)} ms on bare)`;
   };
   const baselineTarget = selected.find((t) => t.baseline);
+  // What one Redis round trip costs the proxy's core by itself, with nothing else running: at
+  // half load a request's limiter call has few others to share its wake-up with (see the README).
+  const roundTrip = { lone_us: [], together_us: [] };
   for (let round = 1; round <= ROUNDS; round++) {
+    const trip = await redisRoundTrip(redisUrl);
+    roundTrip.lone_us.push(trip.lone_us);
+    roundTrip.together_us.push(trip.together_us);
     for (const target of selected) {
       if (target.baseline) continue;
       // Machine speed drifts by tens of percent within minutes here (a virtual machine's
@@ -423,6 +432,12 @@ async function main() {
       latency_slice_seconds: LATENCY_SLICE_SECONDS,
     },
     rows,
+    // CPU µs per Redis round trip from the proxy's core, medians over the rounds, and every round's.
+    redis_round_trip: {
+      lone_us: round2(median(roundTrip.lone_us)),
+      together_us: round2(median(roundTrip.together_us)),
+      samples: roundTrip,
+    },
   };
   mkdirSync(join(here, "results"), { recursive: true });
   const out = join(here, "results", `bench-${result.date.replace(/[:.]/g, "-")}.json`);
@@ -434,7 +449,7 @@ async function main() {
 
 const round2 = (n) => (Number.isNaN(n) ? null : Math.round(n * 100) / 100);
 
-function printTable({ machine, settings, rows }) {
+function printTable({ machine, settings, rows, redis_round_trip: trip }) {
   process.stdout.write(
     `\n${machine.model} x${machine.cpus}, Node ${machine.node}, proxy pinned: ${machine.pinned}, load: ${machine.loader}, ` +
       `${settings.rounds} rounds x ${settings.seconds}s, ${settings.connections} connections\n\n`,
@@ -476,6 +491,10 @@ function printTable({ machine, settings, rows }) {
   process.stdout.write(fmt(header));
   process.stdout.write(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|\n`);
   for (const line of lines) process.stdout.write(fmt(line));
+  process.stdout.write(
+    `\nA Redis round trip (PING) from the proxy's core costs the waiting process ${trip.lone_us} µs of CPU ` +
+      `one at a time, ${trip.together_us} µs each with ${settings.connections} in flight.\n`,
+  );
 }
 
 runMain(main);
