@@ -315,8 +315,8 @@ export const paced = async (url, headerFile, seconds, rate) =>
 // ---------------------------------------------------------------- redis accounting
 
 /**
- * CPU µs one Redis round trip costs a process on the proxy's core: PINGs one at a time, and
- * CONNECTIONS in flight (round-trip.mjs).
+ * CPU µs one Redis round trip costs a process on the proxy's core, PINGs one at a time and
+ * CONNECTIONS in flight: `{ lone_us, together_us }`, each a figure per repeat (round-trip.mjs).
  */
 export const redisRoundTrip = (redisUrl) => runLoad("round-trip.mjs", [redisUrl, CONNECTIONS], 0);
 

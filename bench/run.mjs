@@ -347,8 +347,8 @@ async function main() {
   const roundTrip = { lone_us: [], together_us: [] };
   for (let round = 1; round <= ROUNDS; round++) {
     const trip = await redisRoundTrip(redisUrl);
-    roundTrip.lone_us.push(trip.lone_us);
-    roundTrip.together_us.push(trip.together_us);
+    roundTrip.lone_us.push(...trip.lone_us);
+    roundTrip.together_us.push(...trip.together_us);
     for (const target of selected) {
       if (target.baseline) continue;
       // Machine speed drifts by tens of percent within minutes here (a virtual machine's
@@ -432,7 +432,7 @@ async function main() {
       latency_slice_seconds: LATENCY_SLICE_SECONDS,
     },
     rows,
-    // CPU µs per Redis round trip from the proxy's core, medians over the rounds, and every round's.
+    // CPU µs per Redis round trip from the proxy's core: medians over every round's repeats, and each.
     redis_round_trip: {
       lone_us: round2(median(roundTrip.lone_us)),
       together_us: round2(median(roundTrip.together_us)),
