@@ -323,18 +323,19 @@ export const redisRoundTrip = (redisUrl) => runLoad("round-trip.mjs", [redisUrl,
 /**
  * Redis work so far: every command executed (`commands`, including those run
  * inside Lua scripts) and the calls clients made on the request path
- * (`calls`: script calls and key lookups, the only request-path commands of
- * every target here).
+ * (`calls`: the commands named in `callNames`; by default script calls and key
+ * lookups, the only request-path calls of keygate and the peers, whose
+ * scripts run INCR inside them).
  */
-const TOP_LEVEL = new Set(["evalsha", "eval", "evalsha_ro", "eval_ro", "hgetall"]);
-export async function commandStats(redis) {
+const REQUEST_PATH_CALLS = ["evalsha", "eval", "evalsha_ro", "eval_ro", "hgetall"];
+export async function commandStats(redis, callNames = REQUEST_PATH_CALLS) {
   const info = await redis.info("commandstats");
   let commands = 0;
   let requestPathCalls = 0;
   for (const [, name, calls] of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
     if (name === "info") continue;
     commands += Number(calls);
-    if (TOP_LEVEL.has(name)) requestPathCalls += Number(calls);
+    if (callNames.includes(name)) requestPathCalls += Number(calls);
   }
   return { commands, calls: requestPathCalls };
 }

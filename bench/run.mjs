@@ -160,10 +160,10 @@ async function main() {
     const started = await startKeygate(name, config, { flags });
     return { url: `http://127.0.0.1:${port}/`, ...started };
   };
-  const node = async (name, script) => {
+  const node = async (name, script, env = {}) => {
     const port = await freePort();
     const started = await start(name, [process.execPath, ...NODE_FLAGS, join(here, script)], {
-      env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE },
+      env: { PORT: String(port), UPSTREAM: upstreamUrl, REDIS_URL: redisUrl, NAMESPACE: NAMESPACE, ...env },
     });
     return { url: `http://127.0.0.1:${port}/`, ...started };
   };
@@ -174,6 +174,16 @@ async function main() {
       name: "bare http-proxy-3",
       baseline: true,
       start: () => node("bare", "bare-proxy.mjs"),
+      headers: headers.none,
+    },
+    {
+      // The least an exact limit shared by instances costs: one Redis round trip per request
+      // before it goes upstream. The rows with `overFloor` are also paired with it for latency.
+      name: "bare http-proxy-3 + 1 Redis round trip",
+      floor: true,
+      redis: true,
+      callNames: ["incrby"],
+      start: () => node("floor", "bare-proxy.mjs", { ROUND_TRIP: "1" }),
       headers: headers.none,
     },
   ];
@@ -207,12 +217,14 @@ async function main() {
     {
       name: "keygate redis, 1 key, 1 window",
       redis: true,
+      overFloor: true,
       start: () => keygate("kg-redis", { store: "redis", windows: `{ minute: ${HUGE} }` }),
       headers: headers.one,
     },
     {
       name: "keygate redis, 1 key, 1 window, access log on",
       redis: true,
+      overFloor: true,
       start: () =>
         keygate("kg-redis-log", { store: "redis", windows: `{ minute: ${HUGE} }`, accessLog: true }),
       headers: headers.one,
@@ -220,6 +232,7 @@ async function main() {
     {
       name: `keygate redis, ${KEY_COUNT} keys, 1 window`,
       redis: true,
+      overFloor: true,
       start: () => keygate("kg-redis-many", { store: "redis", windows: `{ minute: ${HUGE} }` }),
       headers: headers.many,
       // Measured after its cache warmed (every key once, in order), and against one key on the
@@ -231,6 +244,7 @@ async function main() {
     {
       name: "keygate redis, 1 key, 3 windows",
       redis: true,
+      overFloor: true,
       start: () =>
         keygate("kg-redis-3w", {
           store: "redis",
@@ -263,7 +277,11 @@ async function main() {
       headers: headers.one,
     },
   );
-  const selected = targets.filter((t) => !ONLY || t.baseline || ONLY.test(t.name));
+  const chosen = (t) => !ONLY || t.baseline || ONLY.test(t.name);
+  // The floor comes along with any row that is compared with it.
+  const selected = targets.filter(
+    (t) => chosen(t) || (t.floor && targets.some((o) => o.overFloor && chosen(o))),
+  );
   // The bare proxy is measured beside the other targets only.
   if (selected.length < 2) throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY} selects no target`);
 
@@ -277,6 +295,7 @@ async function main() {
         lat50: [],
         lat99: [],
         added99: [],
+        overFloor99: [],
         versusOne: [],
         cpu: [],
         cpuHalf: [],
@@ -289,11 +308,11 @@ async function main() {
   );
   /** One saturation measurement of a running target, with its CPU and Redis work per request. */
   const measure = async (target, seconds) => {
-    const before = target.redis ? await commandStats(redis) : undefined;
+    const before = target.redis ? await commandStats(redis, target.callNames) : undefined;
     const cpuBefore = cpuMicros(target.pid);
     const sat = await saturate(target.url, target.headers, seconds);
     const cpuAfter = cpuMicros(target.pid);
-    const after = target.redis ? await commandStats(redis) : undefined;
+    const after = target.redis ? await commandStats(redis, target.callNames) : undefined;
     // The CPU and Redis windows also hold wrk's start and exit, when no request is in flight.
     const requests = Math.max(1, sat.total);
     const s = samples.get(target.name);
@@ -310,19 +329,24 @@ async function main() {
     return sat.rps;
   };
   /**
-   * Latency at half the target's saturation, in slices; with `bare` (and its saturation `bareRps`),
-   * each slice of the target is paired with one of the bare proxy at the same rate, the two in
-   * alternating order, for what the target adds. Only where the bare proxy carries that rate with
-   * room to spare: near its own saturation, its latency is queueing, not cost.
+   * Latency at half the target's saturation, in slices. Each slice of the target is paired with
+   * one of every reference in `refs` (the bare proxy, and the floor for the rows compared with
+   * it) at the same rate, in alternating order, for what the target adds to each. A reference
+   * is left out where that rate is above BARE_LOAD_LIMIT of its own saturation (`rps`): near it,
+   * its latency is queueing, not cost. With both, the floor's slices count for what the floor
+   * adds to the bare proxy too, at this rate: its own half load is mostly too high a rate for
+   * the bare proxy, since sharing a round trip per turn makes it faster than the bare proxy.
    */
-  const latency = async (target, bare, bareRps) => {
+  const latency = async (target, refs = []) => {
     const s = samples.get(target.name);
     const rate = Math.round(median(s.rps) / 2);
-    const beside = bare && rate <= BARE_LOAD_LIMIT * bareRps ? bare : undefined;
+    const beside = refs.filter((ref) => rate <= BARE_LOAD_LIMIT * ref.rps);
     const own = [];
-    const added = [];
+    const added = new Map(beside.map((ref) => [ref, []]));
     for (let slice = 0; slice < LATENCY_SLICES; slice++) {
-      const order = !beside ? [target] : slice % 2 ? [target, beside] : [beside, target];
+      const others = beside.map((ref) => ref.target);
+      const line = [...others.slice(0, 1), target, ...others.slice(1)];
+      const order = slice % 2 ? line.reverse() : line;
       const lat = new Map();
       for (const t of order) {
         const cpuBefore = cpuMicros(t.pid);
@@ -333,15 +357,21 @@ async function main() {
       own.push(lat.get(target).p99);
       s.lat50.push(lat.get(target).p50);
       s.lat99.push(lat.get(target).p99);
-      if (beside) added.push(lat.get(target).p99 - lat.get(beside).p99);
+      for (const ref of beside) added.get(ref).push(lat.get(target).p99 - lat.get(ref.target).p99);
+      const bare = others.find((t) => t.baseline);
+      const floor = others.find((t) => t.floor);
+      if (bare && floor) samples.get(floor.name).added99.push(lat.get(floor).p99 - lat.get(bare).p99);
     }
-    s.added99.push(...added);
-    const line = `p99 ${median(own).toFixed(2)} ms @ ${rate} req/s`;
-    if (!beside) return line;
-    const roundAdded = median(added);
-    return `${line} (${roundAdded >= 0 ? "+" : ""}${roundAdded.toFixed(2)} ms on bare)`;
+    let text = `p99 ${median(own).toFixed(2)} ms @ ${rate} req/s`;
+    for (const [ref, differences] of added) {
+      (ref.target.floor ? s.overFloor99 : s.added99).push(...differences);
+      const roundAdded = median(differences);
+      text += ` (${roundAdded >= 0 ? "+" : ""}${roundAdded.toFixed(2)} ms on ${ref.target.floor ? "the floor" : "bare"})`;
+    }
+    return text;
   };
   const baselineTarget = selected.find((t) => t.baseline);
+  const floorTarget = selected.find((t) => t.floor);
   // What one Redis round trip costs the proxy's core by itself, with nothing else running: at
   // half load a request's limiter call has few others to share its wake-up with (see the README).
   const roundTrip = { lone_us: [], together_us: [] };
@@ -358,6 +388,12 @@ async function main() {
       // apart, so a median should come from several of them.
       Object.assign(baselineTarget, await baselineTarget.start());
       if (target.start) Object.assign(target, await target.start());
+      // The floor's saturation comes from its own row, measured earlier in the round.
+      const floor = target.overFloor && floorTarget && samples.get(floorTarget.name).rps.length > 0;
+      if (floor) {
+        Object.assign(floorTarget, await floorTarget.start());
+        await saturate(floorTarget.url, floorTarget.headers, WARMUP);
+      }
       if (target.prewarm) await autocannon(target.url, target.prewarm, 0, KEY_COUNT);
       await saturate(baselineTarget.url, baselineTarget.headers, WARMUP);
       await saturate(target.url, target.headers, WARMUP);
@@ -372,8 +408,11 @@ async function main() {
       if (target.versus) samples.get(target.name).versusOne.push(versusOne);
       await sleep(1_000); // neither proxy's latency should start on the tail of a saturation run
       // Latency added is measured the same way: the bare proxy at the target's rate, before and after.
-      const lat = await latency(target, baselineTarget, (bareBefore + bareAfter) / 2);
+      const refs = [{ target: baselineTarget, rps: (bareBefore + bareAfter) / 2 }];
+      if (floor) refs.push({ target: floorTarget, rps: median(samples.get(floorTarget.name).rps) });
+      const lat = await latency(target, refs);
       await baselineTarget.stop();
+      if (floor) await floorTarget.stop();
       await target.stop?.();
       process.stderr.write(
         `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(rps)} req/s = ${ratio.toFixed(2)} x bare` +
@@ -402,6 +441,9 @@ async function main() {
       p99_ms: round2(median(s.lat99)),
       p99_added_ms: t.baseline ? null : round2(median(s.added99)),
       p99_added_pairs: s.added99.length,
+      // The same against the floor (one Redis round trip per request), for the rows paired with it.
+      p99_over_floor_ms: s.overFloor99.length ? round2(median(s.overFloor99)) : null,
+      p99_over_floor_pairs: s.overFloor99.length,
       sat_p99_ms: round2(median(s.p99)),
       cpu_us_per_req: round2(median(s.cpu)),
       cpu_half_us_per_req: round2(median(s.cpuHalf)),
@@ -462,6 +504,7 @@ function printTable({ machine, settings, rows, redis_round_trip: trip }) {
     "p50 ms @½",
     "p99 ms @½",
     "p99 added",
+    "p99 over floor",
     "p99 ms sat",
     "CPU µs/req",
     "CPU µs/req @½",
@@ -478,6 +521,7 @@ function printTable({ machine, settings, rows, redis_round_trip: trip }) {
     r.p50_ms,
     r.p99_ms,
     r.p99_added_ms ?? "-",
+    r.p99_over_floor_ms ?? "-",
     r.sat_p99_ms,
     r.cpu_us_per_req ?? "-",
     r.cpu_half_us_per_req ?? "-",
