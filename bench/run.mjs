@@ -374,11 +374,10 @@ async function main() {
   const floorTarget = selected.find((t) => t.floor);
   // What one Redis round trip costs the proxy's core by itself, with nothing else running: at
   // half load a request's limiter call has few others to share its wake-up with (see the README).
-  const roundTrip = { lone_us: [], together_us: [] };
+  const roundTrip = { lone_us: [], together_us: [], paced_p50_ms: [], paced_p99_ms: [] };
   for (let round = 1; round <= ROUNDS; round++) {
     const trip = await redisRoundTrip(redisUrl);
-    roundTrip.lone_us.push(...trip.lone_us);
-    roundTrip.together_us.push(...trip.together_us);
+    for (const [name, figures] of Object.entries(roundTrip)) figures.push(...trip[name]);
     for (const target of selected) {
       if (target.baseline) continue;
       // Machine speed drifts by tens of percent within minutes here (a virtual machine's
@@ -474,10 +473,12 @@ async function main() {
       latency_slice_seconds: LATENCY_SLICE_SECONDS,
     },
     rows,
-    // CPU µs per Redis round trip from the proxy's core: medians over every round's repeats, and each.
+    // A Redis round trip from the proxy's core: CPU µs and latency, medians over every round's repeats, and each.
     redis_round_trip: {
       lone_us: round2(median(roundTrip.lone_us)),
       together_us: round2(median(roundTrip.together_us)),
+      paced_p50_ms: round3(median(roundTrip.paced_p50_ms)),
+      paced_p99_ms: round3(median(roundTrip.paced_p99_ms)),
       samples: roundTrip,
     },
   };
@@ -490,6 +491,7 @@ async function main() {
 }
 
 const round2 = (n) => (Number.isNaN(n) ? null : Math.round(n * 100) / 100);
+const round3 = (n) => (Number.isNaN(n) ? null : Math.round(n * 1000) / 1000);
 
 function printTable({ machine, settings, rows, redis_round_trip: trip }) {
   process.stdout.write(
@@ -537,7 +539,8 @@ function printTable({ machine, settings, rows, redis_round_trip: trip }) {
   for (const line of lines) process.stdout.write(fmt(line));
   process.stdout.write(
     `\nA Redis round trip (PING) from the proxy's core costs the waiting process ${trip.lone_us} µs of CPU ` +
-      `one at a time, ${trip.together_us} µs each with ${settings.connections} in flight.\n`,
+      `one at a time, ${trip.together_us} µs each with ${settings.connections} in flight; sent one every ` +
+      `millisecond, it takes ${trip.paced_p50_ms} ms at p50 and ${trip.paced_p99_ms} ms at p99.\n`,
   );
 }
 
