@@ -177,8 +177,9 @@ async function main() {
       headers: headers.none,
     },
     {
-      // The least an exact limit shared by instances costs: one Redis round trip per request
-      // before it goes upstream. The rows with `overFloor` are also paired with it for latency.
+      // The least an exact limit shared by instances costs: a request goes upstream once one Redis
+      // round trip (shared by the requests of its turn) has answered. The rows with `overFloor` are
+      // also paired with it for latency.
       name: "bare http-proxy-3 + 1 Redis round trip",
       floor: true,
       redis: true,
@@ -343,8 +344,10 @@ async function main() {
     const beside = refs.filter((ref) => rate <= BARE_LOAD_LIMIT * ref.rps);
     const own = [];
     const added = new Map(beside.map((ref) => [ref, []]));
+    const others = beside.map((ref) => ref.target);
+    const bare = others.find((t) => t.baseline);
+    const floor = others.find((t) => t.floor);
     for (let slice = 0; slice < LATENCY_SLICES; slice++) {
-      const others = beside.map((ref) => ref.target);
       const line = [...others.slice(0, 1), target, ...others.slice(1)];
       const order = slice % 2 ? line.reverse() : line;
       const lat = new Map();
@@ -358,8 +361,6 @@ async function main() {
       s.lat50.push(lat.get(target).p50);
       s.lat99.push(lat.get(target).p99);
       for (const ref of beside) added.get(ref).push(lat.get(target).p99 - lat.get(ref.target).p99);
-      const bare = others.find((t) => t.baseline);
-      const floor = others.find((t) => t.floor);
       if (bare && floor) samples.get(floor.name).added99.push(lat.get(floor).p99 - lat.get(bare).p99);
     }
     let text = `p99 ${median(own).toFixed(2)} ms @ ${rate} req/s`;
