@@ -373,8 +373,9 @@ async function main() {
   };
   const baselineTarget = selected.find((t) => t.baseline);
   const floorTarget = selected.find((t) => t.floor);
-  // What one Redis round trip costs the proxy's core by itself, with nothing else running: at
-  // half load a request's limiter call has few others to share its wake-up with (see the README).
+  // What one Redis round trip costs the proxy's core by itself, with nothing else running: its CPU
+  // (at half load a request's limiter call has few others to share its wake-up with) and its
+  // latency when sent once a millisecond, as at low load (see the README).
   const roundTrip = { lone_us: [], together_us: [], paced_p50_ms: [], paced_p99_ms: [] };
   for (let round = 1; round <= ROUNDS; round++) {
     const trip = await redisRoundTrip(redisUrl);
