@@ -390,8 +390,8 @@ async function main() {
       Object.assign(baselineTarget, await baselineTarget.start());
       if (target.start) Object.assign(target, await target.start());
       // The floor's saturation comes from its own row, measured earlier in the round.
-      const floor = target.overFloor && floorTarget && samples.get(floorTarget.name).rps.length > 0;
-      if (floor) {
+      const pairWithFloor = target.overFloor && floorTarget && samples.get(floorTarget.name).rps.length > 0;
+      if (pairWithFloor) {
         Object.assign(floorTarget, await floorTarget.start());
         await saturate(floorTarget.url, floorTarget.headers, WARMUP);
       }
@@ -408,12 +408,13 @@ async function main() {
       const versusOne = target.versus && rps / ((versusBefore.rps + versusAfter.rps) / 2);
       if (target.versus) samples.get(target.name).versusOne.push(versusOne);
       await sleep(1_000); // neither proxy's latency should start on the tail of a saturation run
-      // Latency added is measured the same way: the bare proxy at the target's rate, before and after.
+      // Latency added is measured the same way: the bare proxy (and the floor, for the rows compared
+      // with it) at the target's rate, in slices before and after the target's.
       const refs = [{ target: baselineTarget, rps: (bareBefore + bareAfter) / 2 }];
-      if (floor) refs.push({ target: floorTarget, rps: median(samples.get(floorTarget.name).rps) });
+      if (pairWithFloor) refs.push({ target: floorTarget, rps: median(samples.get(floorTarget.name).rps) });
       const lat = await latency(target, refs);
       await baselineTarget.stop();
-      if (floor) await floorTarget.stop();
+      if (pairWithFloor) await floorTarget.stop();
       await target.stop?.();
       process.stderr.write(
         `round ${round}/${ROUNDS}  ${target.name.padEnd(40)} ${Math.round(rps)} req/s = ${ratio.toFixed(2)} x bare` +
@@ -442,7 +443,8 @@ async function main() {
       p99_ms: round2(median(s.lat99)),
       p99_added_ms: t.baseline ? null : round2(median(s.added99)),
       p99_added_pairs: s.added99.length,
-      // The same against the floor (one Redis round trip per request), for the rows paired with it.
+      // The same against the floor (one shared Redis round trip before forwarding), for the rows
+      // paired with it.
       p99_over_floor_ms: s.overFloor99.length ? round2(median(s.overFloor99)) : null,
       p99_over_floor_pairs: s.overFloor99.length,
       sat_p99_ms: round2(median(s.p99)),
